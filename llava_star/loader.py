@@ -1,0 +1,45 @@
+"""`load_pretrained_model`: llava's builder, fp32 on CPU, with a pruning plan attached."""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Optional, Union
+
+import torch
+
+from .config import MethodConfig, Plan, StarConfig
+from .model.llava import apply_star
+
+
+def load_pretrained_model(model_path: str, model_base: Optional[str] = None, model_name: Optional[str] = None,
+                          star: Union[StarConfig, MethodConfig, Plan, None] = None, device: str = "cuda",
+                          dtype: Optional[torch.dtype] = None, attn_implementation: Optional[str] = None,
+                          **kwargs):
+    """llava's `load_pretrained_model`, same 4-tuple (tokenizer, model, image_processor, context_len).
+
+    - `star`: a StarConfig / MethodConfig / Plan to prune with, or None for stock llava.
+    - `device="cpu"` loads fp32 (llava's builder forces fp16, slow and lossy on a CPU);
+      `dtype` overrides. On CUDA the default stays llava's fp16.
+    - `attn_implementation`: "sdpa" (transformers' default), "eager" or "flash_attention_2".
+    """
+    from llava.mm_utils import get_model_name_from_path
+    from llava.model.builder import load_pretrained_model as llava_load
+
+    from llava_star.patches import builder_loads_in
+
+    if not os.path.isdir(model_path) and os.path.sep in model_path.rstrip(os.path.sep):
+        raise FileNotFoundError(f"--model-path {model_path}: no such directory")
+    model_name = model_name or get_model_name_from_path(model_path)
+    if dtype is None:
+        dtype = torch.float32 if device == "cpu" else torch.float16
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    with warnings.catch_warnings(), builder_loads_in(dtype):
+        warnings.simplefilter("ignore", UserWarning)
+        tokenizer, model, processor, context_len = llava_load(
+            model_path, model_base, model_name, device=device, **kwargs)
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    if star is not None:
+        apply_star(model, star)
+    return tokenizer, model, processor, context_len

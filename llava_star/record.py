@@ -1,0 +1,41 @@
+"""What pruning did on the last prefill, per sample."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+
+@dataclass
+class PruneRecord:
+    """One sample of one prefill.
+
+    stage1_kept: indices into the image's patch grid (0..575 for LLaVA-1.5) kept by the vision
+        stage, ascending; every patch when there is no vision stage.
+    stage2_kept: the same grid indices for the visual tokens that survive the last decoder
+        stage; equal to stage1_kept when there is no decoder stage.
+    tokens_per_layer: visual tokens each decoder layer saw.
+    stage1_scores / stage2_scores: the scores the selections used (None where not scored).
+    """
+    num_patches: int
+    stage1_kept: torch.Tensor
+    stage2_kept: torch.Tensor
+    tokens_per_layer: List[int]
+    image_span: tuple  # (start, length) of the image in the LLM input sequence
+    stage1_scores: Optional[torch.Tensor] = None
+    stage2_scores: List[torch.Tensor] = field(default_factory=list)
+    decoder_kept: List[torch.Tensor] = field(default_factory=list)  # grid indices per decoder stage
+
+    @property
+    def t_eq(self) -> float:
+        """Layer-averaged visual-token count (the accounting SparseVLM and PDrop report)."""
+        return sum(self.tokens_per_layer) / len(self.tokens_per_layer)
+
+    def summary(self) -> dict:
+        return {
+            "visual_tokens": self.num_patches,
+            "stage1_kept": int(self.stage1_kept.numel()),
+            "final_kept": int(self.stage2_kept.numel()),
+            "t_eq": round(self.t_eq, 2),
+        }

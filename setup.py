@@ -1,0 +1,35 @@
+"""llava-star: training-free visual-token pruning (STAR and peers) for the LLaVA codebase."""
+from setuptools import find_packages, setup
+
+# `patches/` lives at the top of the repo (the design card) but installs as
+# `llava_star.patches`, so nothing named `patches` lands in site-packages.
+packages = [p for p in find_packages(exclude=("tests", "tests.*", "patches")) if p.startswith("llava_star")]
+
+setup(
+    name="llava-star",
+    version="0.1.0",
+    description="STAR two-stage visual-token pruning for LLaVA (plug-in for llava-torch)",
+    python_requires=">=3.9",
+    packages=packages + ["llava_star.patches"],
+    package_dir={"llava_star.patches": "patches"},
+    # llava-torch itself is installed with --no-deps (its metadata pins torch 2.0.1,
+    # gradio, bitsandbytes, timm); these are its real inference needs plus ours.
+    install_requires=[
+        "torch>=2.1",
+        "transformers==4.37.2",
+        "tokenizers>=0.15,<0.16",
+        "sentencepiece",
+        "protobuf",
+        "accelerate",
+        "shortuuid",
+        "pillow",
+        "numpy",
+        "tqdm",
+        "einops",
+    ],
+    extras_require={
+        "gpu": ["flash-attn>=2.5", "deepspeed"],
+        "test": ["pytest", "scikit-image", "matplotlib"],
+        "viz": ["matplotlib"],
+    },
+)

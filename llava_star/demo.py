@@ -1,0 +1,113 @@
+"""Baseline vs a pruning method on one image, end to end.
+
+    python -m llava_star.demo                      # tiny offline checkpoint, a scikit-image photo
+    python -m llava_star.demo --model-path liuhaotian/llava-v1.5-7b --image cat.jpg --device cuda
+
+Prints, per run: visual tokens after each stage, t_eq, prefill time and the answer.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .cli import add_method_args, method_from_args
+
+DEFAULT_CKPT = Path(os.environ.get("LLAVA_STAR_HOME", Path.home() / ".cache" / "llava_star")) / "llava-v1.5-tiny"
+
+
+def load_image(path):
+    from PIL import Image
+
+    if path:
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: --image {path}: no such file")
+        return Image.open(path).convert("RGB"), path
+    try:
+        from skimage import data
+    except ImportError:
+        raise SystemExit("error: no --image given and scikit-image (for its sample photo) is not installed")
+    return __import__("PIL.Image", fromlist=["Image"]).fromarray(data.astronaut()), "scikit-image astronaut"
+
+
+def run(model, tokenizer, processor, image, question, conv_mode, max_new_tokens, repeats=3):
+    from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+    from llava.conversation import conv_templates
+    from llava.mm_utils import process_images, tokenizer_image_token
+
+    conv = conv_templates[conv_mode].copy()
+    conv.append_message(conv.roles[0], DEFAULT_IMAGE_TOKEN + "\n" + question)
+    conv.append_message(conv.roles[1], None)
+    ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+    ids = ids[None].to(model.device)
+    pixels = process_images([image], processor, model.config).to(model.device, model.dtype)
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # first run warms up
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model(ids, images=pixels, image_sizes=[image.size], use_cache=True)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        out = model.generate(ids, images=pixels, image_sizes=[image.size], do_sample=False,
+                             max_new_tokens=max_new_tokens, use_cache=True)
+    answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
+    return answer, statistics.median(times[1:]), getattr(model, "star_record", None)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m llava_star.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-path", default=None,
+                        help=f"LLaVA checkpoint (default: the tiny random-weight one, built at {DEFAULT_CKPT})")
+    parser.add_argument("--model-base", default=None)
+    parser.add_argument("--image", default=None, help="image file (default: a scikit-image sample photo)")
+    parser.add_argument("--question", default="What is shown in this image?")
+    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--max_new_tokens", type=int, default=16)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_method_args(parser)
+    args = parser.parse_args(argv)
+    if args.method == "none":  # the demo's point is the comparison: default to STAR@58
+        args.method, args.budget = "star", args.budget or 58
+    method = method_from_args(args)
+
+    from .loader import load_pretrained_model
+    from .model.llava import apply_star
+
+    path = args.model_path
+    if path is None:
+        path = str(DEFAULT_CKPT)
+        if not (DEFAULT_CKPT / "config.json").exists():
+            from .tiny import build
+            print(f"building the tiny offline checkpoint at {path} ...")
+            build(path, force=True)
+    image, image_name = load_image(args.image)
+    tokenizer, model, processor, _ = load_pretrained_model(path, args.model_base, None, device=args.device)
+    print(f"model: {path}\nimage: {image_name} {image.size}\nquestion: {args.question}\n")
+    rows = []
+    answer, t, _ = run(model, tokenizer, processor, image, args.question, args.conv_mode, args.max_new_tokens)
+    n = model.get_vision_tower().num_patches
+    rows.append(("baseline (stock llava)", n, f"{n} -> {n}", f"{float(n):.1f}", t, answer))
+    apply_star(model, method)
+    answer, t, rec = run(model, tokenizer, processor, image, args.question, args.conv_mode, args.max_new_tokens)
+    r = rec[0]
+    label = f"{method.name}" + (f"@{method.budget}" if method.budget else "")
+    rows.append((label, r.num_patches, f"{r.stage1_kept.numel()} -> {r.stage2_kept.numel()}",
+                 f"{r.t_eq:.1f}", t, answer))
+    print(f"{'run':<24} {'patches':>7} {'stage1 -> final':>16} {'t_eq':>6} {'prefill':>9}  answer")
+    for name, patches, kept, teq, t, ans in rows:
+        print(f"{name:<24} {patches!s:>7} {kept:>16} {teq:>6} {t * 1000:>7.1f}ms  {ans!r}")
+    if rec:
+        print(f"\nvisual tokens per decoder layer ({method.name}): {r.tokens_per_layer}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from typing import Any, Dict, List, Tuple
 
 from .common import (ScoreInputError, check_dir, emit_json, pct, preview, print_table,
@@ -194,7 +193,8 @@ def run(args: argparse.Namespace) -> None:
                     title=f"=== MME {group}: {total:.2f} ===")
     print(f"Perception: {r['perception']:.2f}  Cognition: {r['cognition']:.2f}  "
           f"Total: {r['total']:.2f}  (answers: {r['answers']}, missing: {r['missing']})")
-    emit_json({"benchmark": "mme", "perception": round(r["perception"], 2),
-               "cognition": round(r["cognition"], 2), "total": round(r["total"], 2),
+    print(f"Paper style (1 dp): Perception {r['perception']:.1f}  Cognition {r['cognition']:.1f}")
+    emit_json({"benchmark": "mme", "perception": round(r["perception"], 4),
+               "cognition": round(r["cognition"], 4), "total": round(r["total"], 4),
                "answers": r["answers"], "missing": r["missing"],
-               "subtasks": {c: round(r["subtasks"][c]["score"], 2) for c in CATEGORIES}})
+               "subtasks": {c: round(r["subtasks"][c]["score"], 4) for c in CATEGORIES}})

@@ -33,7 +33,7 @@ def check_alignment(split: str, questions: List[Dict[str, Any]], annotations: Li
                               f"{len(questions)} questions of category {split!r}")
     offset = None
     for q, a in zip(questions, annotations):
-        where = f"{ann_source}, line {a['__line__']} vs --question-file line {q['__line__']}"
+        where = f"{ann_source}, line {a.get('__line__', '?')} vs --question-file line {q.get('__line__', '?')}"
         if q["image"] != a["image"]:
             raise ScoreInputError(f"{where}: image {a['image']!r} != {q['image']!r} (misaligned POPE split {split!r})")
         if strip_llava_suffix(q["text"]) != a["text"].strip():
@@ -99,7 +99,7 @@ def score_pope(answers: List[Dict[str, Any]], questions: List[Dict[str, Any]],
         for a in annotations[split]:
             label = str(a["label"]).strip().lower()
             if label not in ("yes", "no"):
-                raise ScoreInputError(f"{ann_sources[split]}, line {a['__line__']}: label {a['label']!r} is not yes/no")
+                raise ScoreInputError(f"{ann_sources[split]}, line {a.get('__line__', '?')}: label {a['label']!r} is not yes/no")
             labels.append(label)
         splits[split] = binary_metrics(preds, labels)
     mean_f1 = sum(m["f1"] for m in splits.values()) / len(splits) if splits else 0.0
@@ -138,10 +138,13 @@ def run(args: argparse.Namespace) -> None:
              m["tp"], m["fp"], m["tn"], m["fn"]] for s, m in r["splits"].items()]
     print_table(["split", "n", "F1", "acc", "prec", "recall", "yes%", "TP", "FP", "TN", "FN"], rows,
                 title="=== POPE (percent) ===")
+    # Papers quote one decimal; print it from the unrounded value (85.947 -> 85.9, not 86.0).
+    print("F1 (1 dp): " + "  ".join(f"{s} {m['f1']:.1f}" for s, m in r["splits"].items())
+          + f"  mean {r['mean_f1']:.1f}")
     print(f"Mean F1: {r['mean_f1']:.2f}")
-    out = {"benchmark": "pope", "mean_f1": round(r["mean_f1"], 2)}
+    out = {"benchmark": "pope", "mean_f1": round(r["mean_f1"], 4)}
     for s, m in r["splits"].items():
-        out[s] = {"f1": round(m["f1"], 2), "accuracy": round(m["accuracy"], 2),
-                  "precision": round(m["precision"], 2), "recall": round(m["recall"], 2),
-                  "yes_ratio": round(m["yes_ratio"], 2), "n": m["n"]}
+        out[s] = {"f1": round(m["f1"], 4), "accuracy": round(m["accuracy"], 4),
+                  "precision": round(m["precision"], 4), "recall": round(m["recall"], 4),
+                  "yes_ratio": round(m["yes_ratio"], 4), "n": m["n"]}
     emit_json(out)

@@ -36,6 +36,16 @@ def add_method_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pdrop-layers", type=_int_list, default=None, help="PDrop: layers (default 8,16,24)")
     g.add_argument("--pdrop-ratios", type=_float_list, default=None, help="PDrop: keep ratios (default 0.5,0.25,0.125)")
     g.add_argument("--prune-seed", type=int, default=0, help="seed of the random control")
+    g.add_argument("--budget-unit", default="image", choices=("image", "crop"),
+                   help="LLaVA-NeXT: counts per whole image (default) or per crop (576 each, Table 2(b) style)")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Flags about how the checkpoint runs (not which method prunes)."""
+    parser.add_argument("--attn-implementation", default=None, choices=("sdpa", "eager", "flash_attention_2"),
+                        help="attention kernel (default: transformers' choice, sdpa)")
+    parser.add_argument("--fixed-grid", type=int, default=None,
+                        help="LLaVA-NeXT: use one anyres grid, e.g. 672 (2x2 crops + base, 2880 tokens)")
 
 
 _KNOBS = {
@@ -58,6 +68,8 @@ def method_from_args(args: argparse.Namespace) -> MethodConfig:
     knobs = {name: getattr(args, flag) for flag, name in own.items() if getattr(args, flag) is not None}
     if args.method == "random":
         knobs["seed"] = args.prune_seed
+    if getattr(args, "budget_unit", "image") != "image":
+        knobs["unit"] = args.budget_unit
     if args.method == "none" and args.budget is not None:
         raise SystemExit("error: --budget needs a pruning --method (got --method none)")
     try:

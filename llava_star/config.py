@@ -4,7 +4,11 @@ Every method is a `Plan`: an optional vision stage (before the projector) and a 
 decoder stages. The model code only knows plans; `StarConfig` and `MethodConfig` build them.
 
 Counts: an `int` is a number of visual tokens; a `float` in (0, 1] is a fraction of the
-visual tokens one image has before any pruning (576 for LLaVA-1.5).
+visual tokens one image has before any pruning (576 for LLaVA-1.5). For LLaVA-NeXT (anyres)
+the plan's `unit` says what a count refers to: "image" (the default: all crops of the
+image together; a ratio of its patch tokens after llava's unpad) or "crop" (every crop,
+the base image included, keeps that many of its 576; Table 2(b) style). Identical for
+LLaVA-1.5, which has one crop.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ Count = Union[int, float]
 
 VISION_SCORES = ("attention_received", "cls_attention", "random")
 DECODER_SCORES = ("text_mean", "last_token", "raters", "random")
+UNITS = ("image", "crop")
 REFERENCE_LAYERS = 32  # the depth (LLaVA-1.5-7B) the baselines' published layer indices refer to
 
 
@@ -69,6 +74,11 @@ class Plan:
     vision: Optional[VisionStage] = None
     decoder: Tuple[DecoderStage, ...] = ()
     seed: int = 0  # for the random control
+    unit: str = "image"  # what counts refer to on multi-crop (anyres) images, see above
+
+    def __post_init__(self):
+        if self.unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}, got {self.unit!r}")
 
     @property
     def prunes(self) -> bool:
@@ -111,8 +121,11 @@ class StarConfig:
     layer: Optional[int] = None
     keep: Count = 58
     seed: int = 0
+    unit: str = "image"
 
     def __post_init__(self):
+        if self.unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}, got {self.unit!r}")
         check_count("stage1_keep", self.stage1_keep)
         check_count("keep", self.keep)
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)
@@ -124,7 +137,7 @@ class StarConfig:
     def plan(self, num_layers: int) -> Plan:
         layer = self.layer if self.layer is not None else num_layers // 2
         return Plan("star", VisionStage("attention_received", self.stage1_keep),
-                    (DecoderStage(layer, "text_mean", self.keep),), self.seed)
+                    (DecoderStage(layer, "text_mean", self.keep),), self.seed, self.unit)
 
 
 def scale_layer(layer: int, num_layers: int) -> int:
@@ -164,13 +177,20 @@ class MethodConfig:
         return cfg
 
     def plan(self, num_layers: int) -> Plan:
+        from dataclasses import replace
+
+        plan = self._plan(num_layers)
+        return replace(plan, unit=self.knobs.get("unit", "image"))
+
+    def _plan(self, num_layers: int) -> Plan:
         n, b, kn = self.name, self.budget, self.knobs
         seed = kn.get("seed", 0)
         if n == "none":
             return Plan("none")
         if n == "star":
             return StarConfig(kn.get("stage1_keep", 0.875), kn.get("layer"),
-                              kn.get("keep", b if b is not None else 58), seed).plan(num_layers)
+                              kn.get("keep", b if b is not None else 58), seed,
+                              kn.get("unit", "image")).plan(num_layers)
         if n == "fastervlm":
             return Plan(n, VisionStage("cls_attention", kn.get("keep", b if b is not None else 58)))
         if n == "fastv":

@@ -14,13 +14,16 @@ from .model.llava import apply_star
 def load_pretrained_model(model_path: str, model_base: Optional[str] = None, model_name: Optional[str] = None,
                           star: Union[StarConfig, MethodConfig, Plan, None] = None, device: str = "cuda",
                           dtype: Optional[torch.dtype] = None, attn_implementation: Optional[str] = None,
-                          **kwargs):
+                          fixed_grid: Optional[int] = None, **kwargs):
     """llava's `load_pretrained_model`, same 4-tuple (tokenizer, model, image_processor, context_len).
 
     - `star`: a StarConfig / MethodConfig / Plan to prune with, or None for stock llava.
     - `device="cpu"` loads fp32 (llava's builder forces fp16, slow and lossy on a CPU);
       `dtype` overrides. On CUDA the default stays llava's fp16.
     - `attn_implementation`: "sdpa" (transformers' default), "eager" or "flash_attention_2".
+    - `fixed_grid=672`: LLaVA-NeXT only; every image uses one 672x672 anyres grid (2x2 crops
+      plus the base image, 2880 patch tokens before llava's unpad), the setting the pruning
+      papers compare under.
     """
     from llava.mm_utils import get_model_name_from_path
     from llava.model.builder import load_pretrained_model as llava_load
@@ -40,6 +43,13 @@ def load_pretrained_model(model_path: str, model_base: Optional[str] = None, mod
             model_path, model_base, model_name, device=device, **kwargs)
     model.to(device=device, dtype=dtype)
     model.eval()
+    if fixed_grid is not None:
+        crop = model.get_vision_tower().config.image_size
+        if getattr(model.config, "image_aspect_ratio", None) != "anyres":
+            raise ValueError("--fixed-grid needs a LLaVA-NeXT (anyres) checkpoint")
+        if fixed_grid <= 0 or fixed_grid % crop:
+            raise ValueError(f"--fixed-grid must be a positive multiple of the crop size {crop}, got {fixed_grid}")
+        model.config.image_grid_pinpoints = [[fixed_grid, fixed_grid]]
     if star is not None:
         apply_star(model, star)
     return tokenizer, model, processor, context_len

@@ -137,7 +137,7 @@ def lm_config(variant: str, vision_path: Path, vocab_size: int):
         mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="patch",
         mm_use_im_start_end=False, mm_use_im_patch_token=False, mm_projector_lr=None,
         freeze_mm_mlp_adapter=False, tune_mm_mlp_adapter=False, use_mm_proj=True,
-        tokenizer_model_max_length=2048, tokenizer_padding_side="right",
+        tokenizer_model_max_length=4096 if variant != "llava-v1.5" else 2048, tokenizer_padding_side="right",
         image_aspect_ratio="pad", mm_patch_merge_type="flat",
     )
     if variant in ("llava-next", "llava-mistral"):

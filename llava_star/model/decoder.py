@@ -54,9 +54,20 @@ class StarCache(DynamicCache):
 @dataclass
 class VisualTokens:
     """Where each sample's visual tokens sit in the current layout, and which grid cells they
-    came from. `pos[b]` / `grid[b]` are aligned 1-D LongTensors."""
+    came from. `pos[b]` / `grid[b]` are aligned 1-D LongTensors; grid -1 marks a NeXT
+    `image_newline` row, which is never dropped (it is layout, not content). A stage's keep
+    count resolves per sample: a ratio of `base[b]` patches, or an int times `scale[b]`
+    (the crop count in per-crop budgets)."""
     pos: List[torch.Tensor]
     grid: List[torch.Tensor]
+    base: Sequence[int] = ()
+    scale: Sequence[int] = ()
+
+    def keep_count(self, b: int, keep) -> int:
+        base = self.base[b] if self.base else None
+        if isinstance(keep, float):
+            return count_of(keep, base)
+        return keep * (self.scale[b] if self.scale else 1)
 
 
 def attention_mask_for(impl: str, q_pos, k_pos, k_valid, q_len: int, dtype) -> Optional[torch.Tensor]:
@@ -153,20 +164,25 @@ class DecoderPruner:
         return out
 
     def _select(self, scores, visual: VisualTokens, stage, stage_idx):
+        """Per sample, positions (into visual.pos[b]) of the tokens to keep, ascending."""
         kept = []
         for b, s in enumerate(scores):
-            n = s.numel()
-            k = min(count_of(stage.keep, self.num_patches), n)
+            grid = visual.grid[b]
+            patch = torch.nonzero(grid >= 0).squeeze(1)  # newline rows always stay
+            always = torch.nonzero(grid < 0).squeeze(1)
+            n = patch.numel()
+            k = min(visual.keep_count(b, stage.keep) if visual.base else count_of(stage.keep, self.num_patches), n)
             if self.forced_keep is not None:
-                want = self.forced_keep[stage_idx][b].to(visual.grid[b].device)
-                kept.append(torch.nonzero(torch.isin(visual.grid[b], want)).squeeze(1))
+                want = self.forced_keep[stage_idx][b].to(grid.device)
+                chosen = patch[torch.isin(grid[patch], want)]
             elif n == 0:
-                kept.append(torch.zeros(0, dtype=torch.long, device=s.device))
+                chosen = patch
             elif stage.score == "random":
                 gen = torch.Generator().manual_seed(self.plan.seed + stage.layer)
-                kept.append(random_sorted(n, k, gen).to(s.device))
+                chosen = patch[random_sorted(n, k, gen).to(patch.device)]
             else:
-                kept.append(topk_sorted(s, k))
+                chosen = patch[topk_sorted(s[patch], k)]
+            kept.append(torch.cat([chosen, always]).sort().values)
         return kept
 
     @staticmethod
@@ -183,7 +199,7 @@ class DecoderPruner:
         index, new_valid = pack_rows(lists)
         shift = [index.shape[1] - l.numel() for l in lists]
         visual = VisualTokens([p + s for p, s in zip(new_vpos, shift)],
-                              [g[k] for g, k in zip(visual.grid, kept_local)])
+                              [g[k] for g, k in zip(visual.grid, kept_local)], visual.base, visual.scale)
         return gather_tokens(h, index), torch.gather(pos, 1, index), new_valid, visual
 
     # ----------------------------------------------------------------- decode

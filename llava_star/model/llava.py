@@ -13,9 +13,11 @@ import torch
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.language_model.llava_mistral import LlavaMistralForCausalLM
+from llava.model.llava_arch import LlavaMetaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..config import MethodConfig, Plan, StarConfig
+from ..config import MethodConfig, Plan, StarConfig, count_of
+from ..pruning.select import gather_tokens, pack_rows
 from ..record import PruneRecord
 from .decoder import DecoderPruner, StarCache, VisualTokens
 from .vision import StarCLIPVisionTower
@@ -30,15 +32,93 @@ class StarMixin:
     _star_spans = None
     _star_last_logits_only = False
 
-    # llava calls this from both `forward` and `generate`; we only note the image spans.
+    # llava calls this from both `forward` and `generate`; we note where the images landed
+    # and, for multi-crop (anyres) images, which crop/patch each merged row came from.
     def prepare_inputs_labels_for_multimodal(self, input_ids, position_ids, attention_mask,
                                              past_key_values, labels, images, image_sizes=None):
-        out = super().prepare_inputs_labels_for_multimodal(
-            input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes)
+        multi_crop = images is not None and input_ids.shape[1] != 1 and (
+            isinstance(images, list) or images.ndim == 5)
+        tower = self.get_vision_tower()
+        if multi_crop and isinstance(tower, StarCLIPVisionTower):
+            tower.star_crop_keep = self._crop_keep_counts(images, image_sizes)
+        try:
+            out = super().prepare_inputs_labels_for_multimodal(
+                input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes)
+        finally:
+            if isinstance(tower, StarCLIPVisionTower):
+                tower.star_crop_keep = None
         embeds = out[4]
         if embeds is not None:
+            limit = getattr(self.config, "tokenizer_model_max_length", None)
+            if limit is not None and embeds.shape[1] >= limit:
+                raise ValueError(f"the prompt with its image reaches tokenizer_model_max_length ({limit}); "
+                                 "llava truncates it there, cutting the image or the question")
             self._star_spans = image_spans(input_ids, attention_mask, out[2], embeds.shape[1])
+            self._star_layout = (self._merged_layout(input_ids, attention_mask, images, image_sizes)
+                                 if multi_crop else None)
+            self._star_crops = ([int(x.shape[0]) if x.ndim == 4 else 1 for x in images]
+                                if multi_crop else None)
         return out
+
+    def _crop_keep_counts(self, images, image_sizes):
+        """Vision-stage keep count for every crop llava will encode, in concat order."""
+        stage = self.star_plan.vision
+        if stage is None:
+            return None
+        counts = []
+        for img in images:
+            n = int(img.shape[0]) if img.ndim == 4 else 1
+            if self.star_plan.unit == "crop" or isinstance(stage.keep, float):
+                k = count_of(stage.keep, self.get_vision_tower().num_patches)
+            else:  # an int budget for the whole image, spread evenly over its crops
+                k = -(-stage.keep // n)
+            counts.extend([k] * n)
+        return counts
+
+    def _merged_layout(self, input_ids, attention_mask, images, image_sizes):
+        """Run llava's own merge once more on marker features to learn, for every row of each
+        sample's image span, the crop and patch it holds (crop * P + patch, image-local) or -1
+        for an `image_newline` row. Reusing llava's code keeps unpad/newline exactly as llava
+        lays them out."""
+        tower = self.get_vision_tower()
+        num_patches = tower.num_patches
+        hidden = self.config.hidden_size
+        model = self.get_model()
+
+        def markers(concat_images):
+            n = concat_images.shape[0]
+            m = torch.zeros(n, num_patches, hidden, dtype=self.dtype, device=self.device)
+            m[:, :, 0] = torch.arange(n, device=self.device, dtype=self.dtype)[:, None]
+            m[:, :, 1] = torch.arange(num_patches, device=self.device, dtype=self.dtype)[None]
+            m[:, :, 2] = 1  # a patch (image_newline rows get 0 here)
+            return m
+
+        newline = getattr(model, "image_newline", None)
+        self.encode_images = markers  # instance attribute shadows the method for one call
+        if newline is not None:
+            model.image_newline = torch.nn.Parameter(torch.zeros_like(newline), requires_grad=False)
+        try:
+            out = LlavaMetaForCausalLM.prepare_inputs_labels_for_multimodal(
+                self, input_ids, None, attention_mask, None, None, images, image_sizes)
+        finally:
+            del self.encode_images
+            if newline is not None:
+                model.image_newline = newline
+        embeds, mask = out[4], out[2]
+        spans = image_spans(input_ids, attention_mask, mask, embeds.shape[1])
+        layouts, first_crop = [], 0
+        for b, span in enumerate(spans):
+            n_crops = int(images[b].shape[0]) if images[b].ndim == 4 else 1
+            if span is None:
+                layouts.append(None)
+                first_crop += n_crops
+                continue
+            real = torch.nonzero(mask[b].bool()).squeeze(1) if mask is not None else torch.arange(embeds.shape[1])
+            rows = embeds[b, real[span[0]:span[0] + span[1]]].float()
+            ids = (rows[:, 0].round().long() - first_crop) * num_patches + rows[:, 1].round().long()
+            layouts.append(torch.where(rows[:, 2] > 0.5, ids, torch.full_like(ids, -1)).cpu())
+            first_crop += n_crops
+        return layouts
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, output_attentions=None,
@@ -67,9 +147,10 @@ class StarMixin:
             q = inputs_embeds.shape[1]
             new_valid = (attention_mask[:, -q:].bool() if attention_mask is not None
                          else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device))
-            if position_ids is None:
-                last = torch.stack([(p * v).max() for p, v in zip(cache.key_positions[0], cache.key_valid[0])])
-                position_ids = last[:, None] + 1 + torch.arange(q, device=last.device)
+            # Continue from the last position each sample holds. (generate's own position ids
+            # count llava's merged sequence, which a deferred multi-crop vision stage shortens.)
+            last = torch.stack([(p * v).max() for p, v in zip(cache.key_positions[0], cache.key_valid[0])])
+            position_ids = last[:, None] + 1 + torch.arange(q, device=last.device)
             hidden = self.star_pruner.decode(lm, inputs_embeds, position_ids, new_valid, cache)
         if self._star_last_logits_only:
             hidden = hidden[:, -1:]
@@ -77,47 +158,79 @@ class StarMixin:
         return CausalLMOutputWithPast(logits=logits, past_key_values=cache if use_cache else None)
 
     def _star_prefill(self, lm, embeds, attention_mask):
+        """Left-align the batch, apply a deferred (multi-crop) vision stage, run the decoder,
+        fill `star_record`."""
+        device = embeds.device
         valid_in = (attention_mask.bool() if attention_mask is not None
-                    else torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device))
-        lists = [torch.nonzero(v).squeeze(1) for v in valid_in]
-        from ..pruning.select import gather_tokens, pack_rows
-        index, valid = pack_rows(lists)
-        embeds = gather_tokens(embeds, index)
+                    else torch.ones(embeds.shape[:2], dtype=torch.bool, device=device))
         spans, self._star_spans = self._star_spans, None
+        layouts, self._star_layout = getattr(self, "_star_layout", None), None
+        crops, self._star_crops = getattr(self, "_star_crops", None), None
         if spans is None or len(spans) != embeds.shape[0]:
             spans = [None] * embeds.shape[0]
         tower = self.get_vision_tower()
+        P = tower.num_patches
         kept1 = tower.last_kept if isinstance(tower, StarCLIPVisionTower) else None
-        num_patches = tower.num_patches
-        visual, grids, img = None, [], 0
-        shift = [index.shape[1] - l.numel() for l in lists]
-        pos_list = []
+        keep_mask = tower.last_keep_mask if isinstance(tower, StarCLIPVisionTower) else None
+        lists, grids, starts, bases, scales = [], [], [], [], []
+        first_crop = 0
         for b, span in enumerate(spans):
+            real = torch.nonzero(valid_in[b]).squeeze(1)
+            n_crops = crops[b] if crops else 1
             if span is None:
-                pos_list.append(torch.zeros(0, dtype=torch.long, device=embeds.device))
-                grids.append(torch.zeros(0, dtype=torch.long, device=embeds.device))
+                lists.append(real)
+                grids.append(torch.zeros(0, dtype=torch.long))
+                starts.append(0), bases.append(P), scales.append(1)
+                first_crop += n_crops
                 continue
             start, length = span
-            pos_list.append(torch.arange(start, start + length, device=embeds.device) + shift[b])
-            if kept1 is not None and kept1.shape[1] == length:
-                grids.append(kept1[b].to(embeds.device))
+            if layouts is not None:
+                grid = layouts[b]
+                rows = torch.ones(length, dtype=torch.bool)
+                if keep_mask is not None:  # deferred vision stage: drop after llava's merge
+                    m = keep_mask[first_crop:first_crop + n_crops].reshape(-1).cpu()
+                    rows = (grid < 0) | m[grid.clamp_min(0)]
+                n_patch_rows = int((grid >= 0).sum())
+                grid = grid[rows]
+                keep_rank = torch.cat([torch.arange(start), start + torch.nonzero(rows).squeeze(1),
+                                       torch.arange(start + length, real.numel())])
+                real = real[keep_rank.to(real.device)]
+                length = grid.numel()
             else:
-                grids.append(torch.arange(length, device=embeds.device))
+                grid = (kept1[b].cpu() if kept1 is not None and kept1.shape[1] == length
+                        else torch.arange(length))
+                n_patch_rows = P
+            per_crop = self.star_plan.unit == "crop"
+            lists.append(real)
+            grids.append(grid)
+            starts.append(start)
+            bases.append(P * n_crops if per_crop else n_patch_rows)
+            scales.append(n_crops if per_crop else 1)
+            first_crop += n_crops
+        index, valid = pack_rows(lists)
+        embeds = gather_tokens(embeds, index)
+        visual = None
         if any(s is not None for s in spans):
-            visual = VisualTokens(pos_list, grids)
+            shift = [index.shape[1] - l.numel() for l in lists]
+            visual = VisualTokens(
+                [torch.arange(g.numel(), device=device) + starts[b] + shift[b] for b, g in enumerate(grids)],
+                [g.to(device) for g in grids], bases, scales)
         cache = StarCache()
+        merged_len = valid_in.shape[1]
         hidden, _, counts, scores, kept = self.star_pruner.prefill(lm, embeds, valid, visual, cache)
+        cache.seen_tokens = merged_len  # what generate's attention mask counts
+        patches = lambda g: g[g >= 0].cpu()  # noqa: E731  (newline rows are not patches)
         self.star_record = [
             PruneRecord(
-                num_patches=num_patches if spans[b] is not None else 0,
-                stage1_kept=grids[b].cpu(),
-                stage2_kept=(kept[-1][b] if kept else grids[b]).cpu(),
+                num_patches=(bases[b] if spans[b] is not None else 0),
+                stage1_kept=patches(grids[b]),
+                stage2_kept=patches(kept[-1][b] if kept else grids[b]),
                 tokens_per_layer=counts[b],
                 image_span=spans[b],
-                stage1_scores=None if tower.last_scores is None or spans[b] is None
+                stage1_scores=None if tower.last_scores is None or spans[b] is None or layouts is not None
                 else tower.last_scores[b].cpu(),
                 stage2_scores=[s[b].cpu() for s in scores],
-                decoder_kept=[k[b].cpu() for k in kept],
+                decoder_kept=[patches(k[b]) for k in kept],
             )
             for b in range(embeds.shape[0])
         ]
@@ -193,8 +306,6 @@ def apply_star(model, config: Union[StarConfig, MethodConfig, Plan]):
     tower = model.get_vision_tower()
     if tower is None or not tower.is_loaded:
         raise ValueError("apply_star needs the vision tower loaded (use load_pretrained_model)")
-    if getattr(model.config, "mm_patch_merge_type", "flat") != "flat":
-        raise NotImplementedError("LLaVA-NeXT (anyres / spatial merge) is not supported yet")
     plan = resolve_plan(model, config)
     rotary_table_covers_positions()
     tower.__class__ = StarCLIPVisionTower

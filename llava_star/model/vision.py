@@ -18,10 +18,16 @@ class StarCLIPVisionTower(CLIPVisionTower):
     and returns only the kept patches, in their original order.
 
     After each call: `last_kept` [N, k] grid indices per image (None without a vision stage)
-    and `last_scores` [N, P]."""
+    and `last_scores` [N, P].
+
+    Multi-crop (anyres) inputs: llava's spatial merge needs every crop's full 24x24 grid, so
+    the model sets `star_crop_keep` (a count per crop) and the tower returns all features
+    with `last_keep_mask` [N, P]; the model drops the rest after llava's merge."""
 
     star_stage: Optional[VisionStage] = None
+    star_crop_keep: Optional[List[int]] = None
     last_kept: Optional[torch.Tensor] = None
+    last_keep_mask: Optional[torch.Tensor] = None
     last_scores: Optional[torch.Tensor] = None
 
     def _layers_to_run(self) -> int:
@@ -42,9 +48,13 @@ class StarCLIPVisionTower(CLIPVisionTower):
                 scores = self._patch_scores(layer, hidden, stage.score)
             hidden = layer(hidden, None, None)[0]
         features = hidden[:, 1:] if self.select_feature == "patch" else hidden
+        self.last_keep_mask = None
         if stage is None:
             return features, None, None
         num_patches = hidden.shape[1] - 1
+        if self.star_crop_keep is not None:  # multi-crop: mark, do not remove
+            self.last_keep_mask = self._keep_mask(scores, hidden.shape[0], num_patches, hidden.device)
+            return features, None, scores
         k = count_of(stage.keep, num_patches)
         if stage.score == "random":
             gen = torch.Generator().manual_seed(int(getattr(self, "star_seed", 0)))
@@ -58,6 +68,15 @@ class StarCLIPVisionTower(CLIPVisionTower):
             index = torch.cat([torch.zeros_like(index[:, :1]), index], dim=1)
         features = torch.gather(features, 1, index[..., None].expand(-1, -1, features.shape[-1]))
         return features, kept, scores
+
+    def _keep_mask(self, scores, n, num_patches, device) -> torch.Tensor:
+        mask = torch.zeros(n, num_patches, dtype=torch.bool, device=device)
+        gen = torch.Generator().manual_seed(int(getattr(self, "star_seed", 0)))
+        for i, k in enumerate(self.star_crop_keep):
+            k = max(1, min(int(k), num_patches))
+            kept = random_sorted(num_patches, k, gen) if scores is None else topk_sorted(scores[i], k)
+            mask[i, kept.to(device)] = True
+        return mask
 
     @staticmethod
     def _patch_scores(layer, hidden: torch.Tensor, score: str) -> torch.Tensor:

@@ -207,9 +207,9 @@ class MethodConfig:
             layers = kn.get("layers", (8, 16, 24))
             ratios = tuple(kn.get("ratios", (0.5, 0.25, 0.125)))
             if b is not None and "ratios" not in kn:
-                # keep the published halving shape; the last stage keeps the budget
-                last = b / 576
-                ratios = tuple(min(1.0, last * 2 ** (len(layers) - 1 - i)) for i in range(len(layers)))
+                # keep the published halving shape, as counts: the last stage keeps the budget
+                # (capped at LLaVA-1.5's 576 so early stages never ask for more than exist)
+                ratios = tuple(min(576, b * 2 ** (len(layers) - 1 - i)) for i in range(len(layers)))
             return Plan(n, None, _stages(layers, "last_token", ratios, num_layers, "pdrop"))
         raise ValueError(f"unknown method {n!r}")
 

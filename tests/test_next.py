@@ -181,3 +181,30 @@ def test_fixed_grid_672(tiny_dir, images):
     # 5 x 576 = 2880 before llava's unpad; unpad trims the padded columns of this tall photo
     assert model.star_record[0].num_patches <= 2880
     assert math.isclose(model.star_record[0].num_patches, 576 + 2304, rel_tol=0.3)
+
+
+@pytest.mark.parametrize("name,budget", [("fastv", 58), ("fastervlm", 58), ("sparsevlm", 64), ("pdrop", 29),
+                                         ("random", 58), ("star", 29)])
+def test_every_method_on_next(tiny_dir, images, name, budget):
+    """Each method runs on the anyres path; its final patch count follows the budget and the
+    cached generation equals the uncached recompute with the same kept sets."""
+    image = images["chelsea"]
+    tok, model, proc = load_star(tiny_dir("llava-next"), star=MethodConfig.from_name(name, budget=budget))
+    ids, px = _inputs(tok, model, proc, image)
+    out = greedy(model, ids, px, n=4, image_sizes=[image.size])[0].tolist()
+    cached = out[1:] if out[0] == tok.bos_token_id else out
+    rec = model.star_record[0]
+    final = {"sparsevlm": 17}.get(name, budget)
+    if name in ("fastervlm", "random"):  # int budget for the image, spread evenly over its crops
+        n_crops = px.shape[1]
+        assert rec.stage1_kept.numel() <= -(-budget // n_crops) * n_crops
+    else:
+        assert rec.stage2_kept.numel() == final
+    model.star_pruner.forced_keep = [[k] for k in rec.decoder_kept]
+    seq, uncached = ids, []
+    with torch.no_grad():
+        for _ in range(len(cached)):
+            nxt = int(model(seq, images=px, image_sizes=[image.size], use_cache=False).logits[0, -1].argmax())
+            uncached.append(nxt)
+            seq = torch.cat([seq, torch.tensor([[nxt]])], 1)
+    assert cached == uncached

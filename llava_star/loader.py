@@ -30,7 +30,7 @@ def load_pretrained_model(model_path: str, model_base: Optional[str] = None, mod
 
     from llava_star.patches import builder_loads_in
 
-    if not os.path.isdir(model_path) and os.path.sep in model_path.rstrip(os.path.sep):
+    if not os.path.isdir(model_path) and not _looks_like_hub_id(model_path):
         raise FileNotFoundError(f"--model-path {model_path}: no such directory")
     model_name = model_name or get_model_name_from_path(model_path)
     if dtype is None:
@@ -53,3 +53,9 @@ def load_pretrained_model(model_path: str, model_base: Optional[str] = None, mod
     if star is not None:
         apply_star(model, star)
     return tokenizer, model, processor, context_len
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    """'liuhaotian/llava-v1.5-7b' is a hub id; '/data/x', './x', '~/x' or 'a/b/c' are local paths."""
+    parts = path.split("/")
+    return len(parts) == 2 and all(parts) and not path.startswith((".", "~")) and os.path.sep == "/"

@@ -13,7 +13,7 @@ generated answer and the counts (stage-1 kept, final kept, t_eq) as the title.
 
 Without a vision stage every patch counts as kept at stage 1; without decoder stages the
 final panel repeats stage 1. With several decoder stages (PDrop, SparseVLM) the stage-2
-heat map shows the last stage's scores. LLaVA-NeXT (anyres) checkpoints are not drawn yet.
+heat map shows the last stage's scores. LLaVA-NeXT (anyres) checkpoints get one column per crop.
 
 Python: `render(model, tokenizer, image_processor, image, question)` returns the Figure
 (the model loaded with `load_pretrained_model(..., star=...)`); `overlay(array, kept)` is
@@ -27,7 +27,7 @@ import os
 import re
 import sys
 import textwrap
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -165,9 +165,7 @@ def render(model, tokenizer, image_processor, image, question, conv_mode="vicuna
         raise TypeError("render needs a llava_star model: load it with llava_star.load_pretrained_model("
                         "..., star=MethodConfig.from_name(...)) or convert it with apply_star")
     if _is_anyres(model.config):
-        raise NotImplementedError(
-            "visualize draws the single 24x24 patch grid of LLaVA-1.5 (image_aspect_ratio: pad); "
-            "LLaVA-NeXT (anyres) checkpoints need one panel per crop, which is not implemented yet")
+        return render_crops(model, tokenizer, image_processor, image, question, conv_mode, max_new_tokens, dim=dim)
     from matplotlib.figure import Figure  # no pyplot: nothing global, no GUI backend
 
     tower = model.get_vision_tower()
@@ -271,6 +269,50 @@ def render(model, tokenizer, image_processor, image, question, conv_mode="vicuna
     fig.suptitle(f"Q: {q}\nA: {a}", fontsize=11, y=0.985, va="top", parse_math=False)
     fig.text(0.5, 0.885, f"{method}: stage 1 kept {n1}  |  final kept {n2}  |  t_eq {rec.t_eq:.1f}",
              ha="center", va="center", fontsize=11, weight="bold", parse_math=False)
+    fig.llava_star_answer = answer
+    fig.llava_star_record = rec
+    return fig
+
+
+def crop_views(image, image_processor, model_config) -> List[np.ndarray]:
+    """Every crop of an anyres image as the model saw it (base image first), de-normalised
+    from llava's own `process_images` output."""
+    from llava.mm_utils import process_images
+
+    pixels = process_images([image], image_processor, model_config)[0]  # [crops, 3, H, W]
+    mean = np.asarray(image_processor.image_mean)[:, None, None]
+    std = np.asarray(image_processor.image_std)[:, None, None]
+    return [np.clip(np.round((_np(c) * std + mean) * 255).transpose(1, 2, 0), 0, 255).astype(np.uint8)
+            for c in pixels]
+
+
+def render_crops(model, tokenizer, image_processor, image, question, conv_mode="vicuna_v1",
+                 max_new_tokens=16, *, dim: float = DIM):
+    """LLaVA-NeXT: one column per crop (base image first), stage-1 kept patches on top and the
+    final kept patches below. Kept ids are `crop * 576 + patch` (see PruneRecord). Cells that
+    llava's unpad removed are dimmed in both rows, since they never reached the LLM."""
+    from matplotlib.figure import Figure
+
+    side = int(model.get_vision_tower().num_patches_per_side)
+    per_crop = side * side
+    views = crop_views(image, image_processor, model.config)
+    answer, rec = _generate(model, tokenizer, image_processor, image, question, conv_mode, max_new_tokens)
+    if rec is None or rec.image_span is None:
+        raise RuntimeError("the model recorded no image span for this prompt (no <image> token reached it)")
+    kept1, kept2 = _np(rec.stage1_kept).astype(np.int64), _np(rec.stage2_kept).astype(np.int64)
+    n = len(views)
+    fig = Figure(figsize=(3.0 * n + 0.5, 7.2), dpi=DPI)
+    for c, view in enumerate(views):
+        for row, (kept, label) in enumerate(((kept1, "stage 1"), (kept2, "final"))):
+            cells = kept[(kept >= c * per_crop) & (kept < (c + 1) * per_crop)] - c * per_crop
+            ax = fig.add_subplot(2, n, row * n + c + 1, label=f"{'stage1' if row == 0 else 'stage2'}_crop{c}")
+            ax.imshow(overlay(view, cells, side, dim), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{'base' if c == 0 else f'crop {c}'}: {label} {cells.size}/{per_crop}", fontsize=9)
+    q = textwrap.shorten(_printable(question), 120, placeholder=" ...")
+    a = textwrap.fill(_printable(answer) or "(empty answer)", 100, max_lines=2, placeholder=" ...")
+    fig.suptitle(f"Q: {q}\nA: {a}\n{model.star_plan.name}: stage 1 kept {kept1.size} | final kept "
+                 f"{kept2.size} of {rec.num_patches} | t_eq {rec.t_eq:.1f}", fontsize=10, parse_math=False)
     fig.llava_star_answer = answer
     fig.llava_star_record = rec
     return fig

@@ -74,10 +74,27 @@ def test_model_view_matches_process_images(tiny15, images):
     assert tuple(model_view(images["chelsea"], proc, cfg)[0, 0]) == tuple(int(x * 255) for x in proc.image_mean)
 
 
-def test_render_refuses_anyres_with_clear_error():
-    model = SimpleNamespace(star_plan=None, config=SimpleNamespace(image_aspect_ratio="anyres"))
-    with pytest.raises(NotImplementedError, match="anyres"):
-        render(model, None, None, None, "q")
+def test_render_next_one_column_per_crop(tiny_dir, images):
+    """NeXT: a stage-1 and a final panel per crop; each panel keeps exactly the record's kept
+    cells of its crop (undimmed) and dims the rest."""
+    from llava_star import load_pretrained_model, StarConfig
+    from llava_star.visualize import crop_views
+
+    tok, model, proc, _ = load_pretrained_model(tiny_dir("llava-next"), None, None, device="cpu",
+                                                star=StarConfig(layer=4, keep=200))
+    image = images["chelsea"]
+    fig = render(model, tok, proc, image, "What is this?", max_new_tokens=2)
+    rec = fig.llava_star_record
+    views = crop_views(image, proc, model.config)
+    panels = {ax.get_label(): ax for ax in fig.axes}
+    assert len(panels) == 2 * len(views)
+    for c, view in enumerate(views):
+        for row, kept in (("stage1", rec.stage1_kept), ("stage2", rec.stage2_kept)):
+            cells = kept[(kept >= c * 576) & (kept < (c + 1) * 576)] - c * 576
+            shown = panels[f"{row}_crop{c}"].get_images()[0].get_array()
+            np.testing.assert_array_equal(np.asarray(shown), overlay(view, cells.numpy(), 24))
+    assert int(sum(((rec.stage2_kept >= c * 576) & (rec.stage2_kept < (c + 1) * 576)).sum()
+                   for c in range(len(views)))) == 200
 
 
 def test_cli_errors_name_the_flag(tmp_path, capsys):

@@ -1,0 +1,233 @@
+"""Run a whole benchmark x method x budget sweep and write the paper's Table 1 layout.
+
+    python -m llava_star.reproduce --model-path liuhaotian/llava-v1.5-7b \\
+        --benchmarks mme,pope,gqa --methods star,fastv,fastervlm,sparsevlm --budgets 288,115,58,29
+
+Every cell runs through `scripts/eval/<bench>.sh` (so through the same runner and scorer a
+user runs by hand, chunked over the GPUs in CUDA_VISIBLE_DEVICES). A cell is finished when
+its scores file exists; finished cells are never rerun, and an interrupted cell continues
+where its answers file stopped (the runner resumes). Delete one cell's scores file to rerun
+just that cell. Writes `<out-dir>/table.md`, `table.csv`, `cells.json` and `scores.png`.
+Runner flags after `--` go to every cell (e.g. `-- --device cpu --max_new_tokens 4`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from tqdm import tqdm
+
+from .config import METHODS, SPARSEVLM_SCHEDULES
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts" / "eval"
+# bench -> (column title, key of the headline number in the scorer's JSON line)
+HEADLINE = {
+    "vqav2": ("VQAv2", "accuracy"), "gqa": ("GQA", "accuracy"), "vizwiz": ("VizWiz", None),
+    "sqa": ("SQA-IMG", "img_accuracy"), "textvqa": ("TextVQA", "accuracy"),
+    "pope": ("POPE", "mean_f1"), "mme": ("MME", "perception"), "mmvet": ("MM-Vet", None),
+}
+# Published numbers shown beside ours (source: LLaVA's release, as stored in shared/README).
+# The STAR paper's own Table 1 values are not bundled; pass them with --paper-numbers.
+ALLOW_MISSING = {"mme", "gqa", "textvqa", "sqa", "vqav2"}  # scorers that take --allow-missing
+PUBLISHED = {"llava-v1.5-13b": {"none": {None: {"mme": 1531.3, "pope": 85.9}}}}
+
+
+def bench_dir(bench: str) -> str:
+    """The data folder a script uses, read from the script itself (one source of truth)."""
+    script = SCRIPTS / f"{bench}.sh"
+    m = re.search(r'^DIR="\$EVAL_DIR/([^"]+)"', script.read_text(), re.M)
+    if not m:
+        raise SystemExit(f"error: cannot find DIR=... in {script}")
+    return m.group(1)
+
+
+def cell_name(model: str, method: str, budget: Optional[int]) -> str:
+    base = Path(model.rstrip("/")).name
+    name = f"{base}_{method}" + (f"-b{budget}" if budget is not None else "")
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
+
+
+def scores_path(eval_dir: Path, bench: str, ckpt: str) -> Path:
+    return eval_dir / bench_dir(bench) / "answers" / f"{ckpt}_scores.json"
+
+
+def read_scores(path: Path) -> dict:
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    if not lines:
+        raise ValueError(f"{path} is empty")
+    return json.loads(lines[-1])
+
+
+def run_cell(bench, model, method, budget, ckpt, extra, env, allow_missing=False) -> None:
+    cmd = ["bash", str(SCRIPTS / f"{bench}.sh"), model]
+    if method != "none":
+        cmd += ["--method", method]
+        if budget is not None:
+            cmd += ["--budget", str(budget)]
+    cmd += extra
+    env = {**env, "CKPT": ckpt}
+    if allow_missing and bench in ALLOW_MISSING:
+        env["SCORE_ARGS"] = (env.get("SCORE_ARGS", "") + " --allow-missing").strip()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-15:])
+        raise SystemExit(f"error: cell {bench}/{ckpt} failed (exit {proc.returncode}):\n{tail}")
+
+
+def build_cells(benchmarks, methods, budgets, baseline):
+    cells = []
+    for bench in benchmarks:
+        if baseline:
+            cells.append((bench, "none", None))
+        for method in methods:
+            for budget in budgets:
+                if method == "sparsevlm" and budget not in SPARSEVLM_SCHEDULES:
+                    continue  # no published schedule for this budget (see docs/methods.md)
+                cells.append((bench, method, budget))
+    return cells
+
+
+def write_outputs(out_dir: Path, model: str, results: List[dict], benchmarks, paper: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "cells.json").write_text(json.dumps(results, indent=1) + "\n")
+    rows: Dict[tuple, dict] = {}
+    for r in results:
+        rows.setdefault((r["method"], r["budget"]), {})[r["bench"]] = r["score"]
+    cols = [HEADLINE[b][0] for b in benchmarks]
+    ref = paper.get(Path(model.rstrip("/")).name.lower(), {})
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    def paper_value(method, budget, bench):
+        return ref.get(method, {}).get(budget, {}).get(bench)
+
+    order = sorted(rows, key=lambda k: (k[0] != "none", -(k[1] or 10 ** 6), METHODS.index(k[0])))
+    md = [f"Model: `{model}`. Cells: ours, with the published number in brackets where one is known.", "",
+          "| Method | Tokens | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    with open(out_dir / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "tokens"] + [c for b in benchmarks for c in (HEADLINE[b][0], HEADLINE[b][0] + " (paper)")])
+        for method, budget in order:
+            cells = rows[(method, budget)]
+            tokens = "576" if method == "none" else str(budget)
+            md_cells = []
+            csv_cells = []
+            for b in benchmarks:
+                ours, pub = cells.get(b), paper_value(method, budget, b)
+                md_cells.append(fmt(ours) + (f" [{pub}]" if pub is not None else ""))
+                csv_cells += ["" if ours is None else round(ours, 4), "" if pub is None else pub]
+            md.append(f"| {'LLaVA (none)' if method == 'none' else method} | {tokens} | " + " | ".join(md_cells) + " |")
+            w.writerow([method, tokens] + csv_cells)
+    (out_dir / "table.md").write_text("\n".join(md) + "\n")
+    plot(out_dir / "scores.png", results, benchmarks)
+
+
+def plot(path: Path, results: List[dict], benchmarks) -> None:
+    """Score vs remaining visual tokens, one panel per benchmark, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(benchmarks), 3.4), dpi=100)
+    for i, bench in enumerate(benchmarks):
+        ax = fig.add_subplot(1, len(benchmarks), i + 1)
+        base = [r["score"] for r in results if r["bench"] == bench and r["method"] == "none" and r["score"] is not None]
+        for method in sorted({r["method"] for r in results if r["method"] != "none"}):
+            pts = sorted((r["budget"], r["score"]) for r in results
+                         if r["bench"] == bench and r["method"] == method and r["score"] is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        if base:
+            ax.axhline(base[0], color="0.5", ls="--", label="no pruning (576)")
+        ax.set_xscale("log")
+        ax.set_xlabel("remaining visual tokens")
+        ax.set_title(HEADLINE[bench][0])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        extra = argv[argv.index("--") + 1:]
+        argv = argv[:argv.index("--")]
+    p = argparse.ArgumentParser(prog="python -m llava_star.reproduce", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--benchmarks", default="mme,pope,gqa,textvqa,sqa",
+                   help=f"comma list of {','.join(HEADLINE)} (default mme,pope,gqa,textvqa,sqa)")
+    p.add_argument("--methods", default="star,fastv,fastervlm,sparsevlm", help="comma list of pruning methods")
+    p.add_argument("--budgets", default="288,115,58,29", help="comma list of remaining-token budgets")
+    p.add_argument("--no-baseline", action="store_true", help="skip the unpruned row")
+    p.add_argument("--eval-dir", default=os.environ.get("EVAL_DIR", str(REPO / "eval")),
+                   help="benchmark workspace (default: $EVAL_DIR or <repo>/eval)")
+    p.add_argument("--out-dir", default="results", help="where table.md/.csv and scores.png go (default results/)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score benchmarks whose question file covers only part of the ground truth "
+                        f"(passed to the {', '.join(sorted(ALLOW_MISSING))} scorers)")
+    p.add_argument("--paper-numbers", default=None,
+                   help="JSON {model: {method: {budget|null: {bench: value}}}} shown beside ours")
+    args = p.parse_args(argv)
+
+    if not SCRIPTS.is_dir():
+        raise SystemExit(f"error: {SCRIPTS} not found: run from a checkout of llava-star")
+    benchmarks = [b for b in args.benchmarks.split(",") if b]
+    for b in benchmarks:
+        if b not in HEADLINE:
+            raise SystemExit(f"error: --benchmarks: unknown benchmark {b!r}; choose from {', '.join(HEADLINE)}")
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in METHODS or m == "none":
+            raise SystemExit(f"error: --methods: unknown pruning method {m!r}; choose from {', '.join(METHODS[1:])}")
+    try:
+        budgets = [int(b) for b in args.budgets.split(",") if b]
+    except ValueError:
+        raise SystemExit(f"error: --budgets must be integers, got {args.budgets!r}") from None
+    paper = {k.lower(): {m: {(None if b in (None, "null") else int(b)): v for b, v in bud.items()}
+                         for m, bud in ms.items()} for k, ms in PUBLISHED.items()}
+    if args.paper_numbers:
+        try:
+            extra_paper = json.loads(Path(args.paper_numbers).read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"error: --paper-numbers {args.paper_numbers}: {err}") from None
+        for k, ms in extra_paper.items():
+            for m, bud in ms.items():
+                for b, v in bud.items():
+                    key = None if b in (None, "null") else int(b)
+                    paper.setdefault(k.lower(), {}).setdefault(m, {}).setdefault(key, {}).update(v)
+
+    eval_dir = Path(args.eval_dir)
+    env = {**os.environ, "EVAL_DIR": str(eval_dir), "PYTHON": os.environ.get("PYTHON", sys.executable)}
+    cells = build_cells(benchmarks, methods, budgets, not args.no_baseline)
+    results, ran = [], 0
+    for bench, method, budget in tqdm(cells, desc="cells", unit="cell"):
+        ckpt = cell_name(args.model_path, method, budget)
+        path = scores_path(eval_dir, bench, ckpt)
+        if not path.exists():
+            run_cell(bench, args.model_path, method, budget, ckpt, extra, env, args.allow_missing)
+            ran += 1
+            if not path.exists():
+                raise SystemExit(f"error: cell {bench}/{ckpt} finished but wrote no {path}")
+        key = HEADLINE[bench][1]
+        score = read_scores(path).get(key) if key else None
+        results.append({"bench": bench, "method": method, "budget": budget, "ckpt": ckpt,
+                        "score": score, "scores_file": str(path)})
+    write_outputs(Path(args.out_dir), args.model_path, results, benchmarks, paper)
+    print(f"{len(cells)} cells, {ran} run now, {len(cells) - ran} already finished; "
+          f"wrote {args.out_dir}/table.md, table.csv, scores.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

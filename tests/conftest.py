@@ -105,3 +105,26 @@ def greedy(model, input_ids, pixels, attention_mask=None, n=6, **kw):
     with torch.no_grad():
         return model.generate(input_ids, images=pixels, attention_mask=attention_mask, do_sample=False,
                               num_beams=1, max_new_tokens=n, use_cache=True, **kw)
+
+
+def new_tokens(out_row, bos: int = 1):
+    """generate() with inputs_embeds returns [BOS] + new tokens in transformers 4.37."""
+    toks = out_row.tolist()
+    return toks[1:] if toks and toks[0] == bos else toks
+
+
+def uncached_greedy(model, ids, pixels, n, **kw):
+    """Greedy decoding without a KV cache: the whole prefix is recomputed every step, pruning
+    included, with the kept sets pinned to those of the last cached run (`model.star_record`),
+    so it must produce the same tokens as cached generation."""
+    model.star_pruner.forced_keep = [[k] for k in model.star_record[0].decoder_kept]
+    seq, out = ids, []
+    try:
+        with torch.no_grad():
+            for _ in range(n):
+                nxt = int(model(seq, images=pixels, use_cache=False, **kw).logits[0, -1].argmax())
+                out.append(nxt)
+                seq = torch.cat([seq, torch.tensor([[nxt]])], 1)
+    finally:
+        model.star_pruner.forced_keep = None
+    return out

@@ -3,7 +3,7 @@ reference written here from each method's definition, and cached = uncached gene
 import pytest
 import torch
 
-from conftest import greedy, load_star, load_stock, prompt_ids
+from conftest import greedy, load_star, load_stock, new_tokens, prompt_ids, uncached_greedy
 from llava_star import MethodConfig, apply_star
 
 QUESTION = "Is there a cat in the image? Answer the question using a single word or phrase."
@@ -107,16 +107,8 @@ def test_method_matches_reference_and_schedule(tiny15, images, stock_eager, name
 def test_method_cached_equals_uncached(tiny15, images, name, budget):
     tok, model, proc = load_star(tiny15, star=MethodConfig.from_name(name, budget=budget))
     ids, px = _inputs(tok, model, proc, images["rocket"])
-    out = greedy(model, ids, px, n=6)[0].tolist()
-    cached = out[1:] if out[0] == tok.bos_token_id else out
-    rec = model.star_record[0]
-    model.star_pruner.forced_keep = [[k] for k in rec.decoder_kept]
-    seq, uncached = ids, []
-    with torch.no_grad():
-        for _ in range(len(cached)):
-            nxt = int(model(seq, images=px, use_cache=False).logits[0, -1].argmax())
-            uncached.append(nxt)
-            seq = torch.cat([seq, torch.tensor([[nxt]])], 1)
+    cached = new_tokens(greedy(model, ids, px, n=6)[0], tok.bos_token_id)
+    uncached = uncached_greedy(model, ids, px, len(cached))
     assert cached == uncached
 
 

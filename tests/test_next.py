@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from conftest import greedy, load_star, load_stock, prompt_ids
+from conftest import greedy, load_star, load_stock, new_tokens, prompt_ids, uncached_greedy
 from llava_star import MethodConfig, StarConfig
 
 Q = "What animal is in the picture?"
@@ -120,16 +120,8 @@ def test_cached_equals_uncached(tiny_dir, images, variant):
     image = images["rocket"]
     tok, model, proc = load_star(path, star=STAR)
     ids, px = _inputs(tok, model, proc, image, conv)
-    out = greedy(model, ids, px, n=6, image_sizes=[image.size])[0].tolist()
-    cached = out[1:] if out[0] == tok.bos_token_id else out
-    rec = model.star_record[0]
-    model.star_pruner.forced_keep = [[k] for k in rec.decoder_kept]
-    seq, uncached = ids, []
-    with torch.no_grad():
-        for _ in range(len(cached)):
-            nxt = int(model(seq, images=px, image_sizes=[image.size], use_cache=False).logits[0, -1].argmax())
-            uncached.append(nxt)
-            seq = torch.cat([seq, torch.tensor([[nxt]])], 1)
+    cached = new_tokens(greedy(model, ids, px, n=6, image_sizes=[image.size])[0], tok.bos_token_id)
+    uncached = uncached_greedy(model, ids, px, len(cached), image_sizes=[image.size])
     assert cached == uncached
 
 
@@ -191,8 +183,7 @@ def test_every_method_on_next(tiny_dir, images, name, budget):
     image = images["chelsea"]
     tok, model, proc = load_star(tiny_dir("llava-next"), star=MethodConfig.from_name(name, budget=budget))
     ids, px = _inputs(tok, model, proc, image)
-    out = greedy(model, ids, px, n=4, image_sizes=[image.size])[0].tolist()
-    cached = out[1:] if out[0] == tok.bos_token_id else out
+    cached = new_tokens(greedy(model, ids, px, n=4, image_sizes=[image.size])[0], tok.bos_token_id)
     rec = model.star_record[0]
     final = {"sparsevlm": 17}.get(name, budget)
     if name in ("fastervlm", "random"):  # int budget for the image, spread evenly over its crops
@@ -200,11 +191,4 @@ def test_every_method_on_next(tiny_dir, images, name, budget):
         assert rec.stage1_kept.numel() <= -(-budget // n_crops) * n_crops
     else:
         assert rec.stage2_kept.numel() == final
-    model.star_pruner.forced_keep = [[k] for k in rec.decoder_kept]
-    seq, uncached = ids, []
-    with torch.no_grad():
-        for _ in range(len(cached)):
-            nxt = int(model(seq, images=px, image_sizes=[image.size], use_cache=False).logits[0, -1].argmax())
-            uncached.append(nxt)
-            seq = torch.cat([seq, torch.tensor([[nxt]])], 1)
-    assert cached == uncached
+    assert cached == uncached_greedy(model, ids, px, len(cached), image_sizes=[image.size])

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import batch_inputs, greedy, load_star, load_stock, prompt_ids
+from conftest import batch_inputs, greedy, load_star, load_stock, prompt_ids, uncached_greedy
 from llava_star import StarConfig, apply_star
 from llava_star.model.decoder import StarCache
 
@@ -85,18 +85,9 @@ def test_cached_generation_equals_uncached_recompute(tiny15, images):
     ids, px = _single(tok, model, proc, images["chelsea"], QUESTIONS[0])
     n = 8
     cached = _new_tokens(greedy(model, ids, px, n=n)[0], tok.bos_token_id)
-    rec = model.star_record[0]
-    model.star_pruner.forced_keep = [[k] for k in rec.decoder_kept]
-    seq, uncached = ids, []
-    with torch.no_grad():
-        for _ in range(n):
-            logits = model(seq, images=px, use_cache=False).logits[:, -1]
-            nxt = int(logits.argmax(-1))
-            uncached.append(nxt)
-            if nxt == tok.eos_token_id:
-                break
-            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
-            assert model.star_record[0].stage2_kept.tolist() == rec.stage2_kept.tolist()
+    kept = model.star_record[0].stage2_kept.tolist()
+    uncached = uncached_greedy(model, ids, px, len(cached))
+    assert model.star_record[0].stage2_kept.tolist() == kept  # the recompute really pruned the same set
     assert cached == uncached
     assert len(cached) >= 3
 

@@ -19,9 +19,11 @@ def _count(text):
     return float(text) if "." in text else int(text)
 
 
-def add_method_args(parser: argparse.ArgumentParser) -> None:
+def add_method_args(parser: argparse.ArgumentParser, extra_methods=(), extra_help: str = "") -> None:
+    """`extra_methods`: names a CLI accepts besides the methods (e.g. flops' "all")."""
     g = parser.add_argument_group("pruning (see docs/methods.md)")
-    g.add_argument("--method", default="none", choices=METHODS, help="pruning method (default: none)")
+    g.add_argument("--method", default="none", choices=tuple(METHODS) + tuple(extra_methods),
+                   help="pruning method (default: none)" + extra_help)
     g.add_argument("--budget", type=int, default=None,
                    help="remaining visual tokens, e.g. 288, 115, 58, 29 (each method's documented setting)")
     g.add_argument("--star-stage1-keep", type=_count, default=None,
@@ -56,6 +58,12 @@ _KNOBS = {
     "sparsevlm": {"sparsevlm_layers": "layers", "sparsevlm_schedule": "schedule"},
     "pdrop": {"pdrop_layers": "layers", "pdrop_ratios": "ratios"},
 }
+
+
+def knob_flags_given(args: argparse.Namespace):
+    """Per-method flags the user set, as their `--flag` spellings."""
+    return [f"--{flag.replace('_', '-')}" for knobs in _KNOBS.values() for flag in knobs
+            if getattr(args, flag, None) is not None]
 
 
 def method_from_args(args: argparse.Namespace) -> MethodConfig:

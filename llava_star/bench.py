@@ -1,0 +1,673 @@
+"""Latency, throughput, memory and KV-cache size of every method, next to its FLOPs.
+
+    python -m llava_star.bench --geometry cpu-mid --threads 2                     # this CPU
+    python -m llava_star.bench --geometry llava-v1.5-7b --random-weights --device cuda --dtype float16
+    python -m llava_star.bench --model-path liuhaotian/llava-v1.5-7b --device cuda
+
+Rows: `stock` (llava's own vision tower and LlamaModel, no llava_star code), `none` (our
+engine with pruning disabled), then each method at each budget. Per row: prefill latency
+(time to first token: vision tower, projector, merge, every decoder layer, first token),
+decode latency per token, end-to-end latency for `--new-tokens` tokens and its throughput,
+peak memory (CUDA: `max_memory_allocated`; CPU: the process's RSS high-water mark, reset
+per run through /proc/self/clear_refs), KV-cache bytes after prefill, t_eq and theoretical
+prefill FLOPs (`llava_star.flops`). Warm-up runs first, then `--repeats` rounds over all
+rows (round-robin, so drift hits every row alike); medians with min/max and IQR. CUDA is
+timed with events after a synchronize. A second, instrumented pass times the scoring of
+both stages and the vision tower (see `--no-scoring`). Prompts are token ids (a fixed
+MME-like length, no tokenizer): `--text-before` ids, the image placeholder, `--text-after`
+ids. Both `stock` and our engine compute logits for the last position only at prefill, as
+generation needs (transformers 4.37's LlamaForCausalLM would compute all of them).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from .config import METHODS, SPARSEVLM_SCHEDULES, MethodConfig, Plan
+from .geometry import GEOMETRIES, Geometry, build_model, geometry_of, get_geometry
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Case:
+    label: str
+    method: str
+    budget: Optional[int]
+    plan: Optional[Plan]  # None: stock llava
+
+    @property
+    def stock(self) -> bool:
+        return self.plan is None
+
+
+@dataclass
+class Result:
+    case: Case
+    prefill: List[float] = field(default_factory=list)   # seconds
+    decode: List[float] = field(default_factory=list)    # seconds per token
+    e2e: List[float] = field(default_factory=list)       # seconds for new_tokens tokens
+    peak: List[int] = field(default_factory=list)        # bytes
+    kv_bytes: int = 0
+    tokens_per_layer: List[int] = field(default_factory=list)
+    t_eq: float = 0.0
+    flops: Dict[str, object] = field(default_factory=dict)
+    timed_prefill: List[float] = field(default_factory=list)  # instrumented pass
+    score1: List[float] = field(default_factory=list)
+    score2: List[float] = field(default_factory=list)
+    vision: List[float] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ timers, memory
+class Timer:
+    """Wall-clock marks; CUDA events on a GPU (read after one synchronize)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks = []
+
+    def start(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.marks = []
+        self.mark()
+
+    def mark(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.marks.append(ev)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def seconds(self) -> List[float]:
+        """Seconds from the start to each later mark."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [self.marks[0].elapsed_time(m) / 1e3 for m in self.marks[1:]]
+        return [m - self.marks[0] for m in self.marks[1:]]
+
+
+def sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:  # "5" resets the peak RSS (VmHWM) of this process (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+
+def read_peak(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def kv_bytes(cache) -> int:
+    """Bytes of keys + values held after prefill, over all layers (StarCache, DynamicCache
+    or the legacy tuple of (key, value) per layer)."""
+    if hasattr(cache, "key_cache"):
+        pairs = zip(cache.key_cache, cache.value_cache)
+    else:
+        pairs = ((kv[0], kv[1]) for kv in cache)
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in pairs)
+
+
+# ---------------------------------------------------------------------- the model
+class Bench:
+    """One model, switched between stock llava and our engine with a plan (class swap,
+    no reload)."""
+
+    def __init__(self, model):
+        from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
+        from llava.model.language_model.llava_mistral import LlavaMistralForCausalLM
+        from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+
+        self.model = model
+        self.tower = model.get_vision_tower()
+        self.stock_cls = next(c for c in (LlavaLlamaForCausalLM, LlavaMistralForCausalLM) if isinstance(model, c))
+        self.stock_tower_cls = CLIPVisionTower
+        self.device = next(model.parameters()).device
+
+    def set_case(self, case: Case):
+        from .model.llava import apply_star
+
+        m = self.model
+        if case.stock:
+            m.__class__, self.tower.__class__ = self.stock_cls, self.stock_tower_cls
+        else:
+            apply_star(m, case.plan)
+            m._star_last_logits_only = True  # what our generate does
+
+    def prefill(self, case: Case, ids, pixels):
+        """Logits of the last position and the cache."""
+        m = self.model
+        if case.stock:
+            from .flops import _stock_prefill
+            return _stock_prefill(m, ids, pixels)
+        out = m(input_ids=ids, images=pixels, use_cache=True)
+        return out.logits[:, -1:], out.past_key_values
+
+    def run(self, case: Case, ids, pixels, new_tokens: int) -> Dict[str, object]:
+        timer = Timer(self.device)
+        reset_peak(self.device)
+        timer.start()
+        logits, cache = self.prefill(case, ids, pixels)
+        tok = logits[:, -1].argmax(-1, keepdim=True)
+        timer.mark()
+        kv = kv_bytes(cache)  # shapes only, no sync
+        for _ in range(new_tokens - 1):
+            out = self.model(input_ids=tok, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            tok = out.logits[:, -1].argmax(-1, keepdim=True)
+        timer.mark()
+        t_prefill, t_end = timer.seconds()
+        return {"prefill": t_prefill, "e2e": t_end,
+                "decode": (t_end - t_prefill) / max(new_tokens - 1, 1),
+                "peak": read_peak(self.device), "kv_bytes": kv}
+
+
+class ScoringProbe:
+    """Times the scoring of both stages and the vision tower + projector during prefill by
+    wrapping the functions that do it (synchronizing on CUDA). Used in a separate pass so the
+    latency runs carry no instrumentation."""
+
+    def __init__(self, bench: Bench):
+        self.bench, self.device = bench, bench.device
+        self.t = {"score1": 0.0, "score2": 0.0, "vision": 0.0}
+        self._undo = []
+
+    def _wrap(self, key, fn):
+        def wrapped(*a, **kw):
+            sync(self.device)
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                sync(self.device)
+                self.t[key] += time.perf_counter() - t0
+        return wrapped
+
+    def __enter__(self):
+        from .model import decoder as dec
+        from .model import vision as vis
+
+        cls = vis.StarCLIPVisionTower
+        patch_scores = cls.__dict__["_patch_scores"]
+        self._undo.append(lambda: setattr(cls, "_patch_scores", patch_scores))
+        cls._patch_scores = staticmethod(self._wrap("score1", patch_scores.__func__))
+        for name in ("topk_sorted", "random_sorted"):
+            if hasattr(vis, name):
+                fn = getattr(vis, name)
+                self._undo.append(lambda fn=fn, name=name: setattr(vis, name, fn))
+                setattr(vis, name, self._wrap("score1", fn))
+        for name in ("_score", "_select"):
+            fn = getattr(dec.DecoderPruner, name)
+            self._undo.append(lambda fn=fn, name=name: setattr(dec.DecoderPruner, name, fn))
+            setattr(dec.DecoderPruner, name, self._wrap("score2", fn))
+        model = self.bench.model
+        model.encode_images = self._wrap("vision", model.encode_images)
+        self._undo.append(lambda: model.__dict__.pop("encode_images", None))
+        return self
+
+    def __exit__(self, *exc):
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+
+
+# -------------------------------------------------------------------------- cases
+def build_cases(methods: List[str], budgets: List[int], g: Geometry, stock: bool = True,
+                none: bool = True, warn=print) -> List[Case]:
+    cases = []
+    if stock:
+        cases.append(Case("stock", "stock", None, None))
+    if none:
+        cases.append(Case("none", "none", None, Plan("none")))
+    for name in methods:
+        for b in budgets:
+            if name == "sparsevlm" and b not in SPARSEVLM_SCHEDULES:
+                warn(f"skipping sparsevlm@{b}: published schedules exist for {sorted(SPARSEVLM_SCHEDULES)}")
+                continue
+            plan = MethodConfig.from_name(name, b).plan(g.layers).validate(g.layers, g.num_patches)
+            cases.append(Case(f"{name}@{b}", name, b, plan))
+    return cases
+
+
+def _stats(xs: List[float]) -> Dict[str, float]:
+    if not xs:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "q1": float("nan"),
+                "q3": float("nan")}
+    s = sorted(xs)
+    q = statistics.quantiles(s, n=4, method="inclusive") if len(s) > 1 else [s[0]] * 3
+    return {"median": statistics.median(s), "min": s[0], "max": s[-1], "q1": q[0], "q3": q[2]}
+
+
+def summarise(results: List[Result], new_tokens: int) -> List[Dict[str, object]]:
+    base = next((r for r in results if r.case.stock), results[0])
+    none = next((r for r in results if r.case.method == "none"), None)
+    bp = _stats(base.prefill)["median"]
+    rows = []
+    for r in results:
+        p, d, e = _stats(r.prefill), _stats(r.decode), _stats(r.e2e)
+        row = {
+            "method": r.case.method, "budget": r.case.budget, "label": r.case.label,
+            "remaining": r.tokens_per_layer[-1] if r.tokens_per_layer else None,
+            "t_eq": round(r.t_eq, 2),
+            "tflops": r.flops["total_flops"] / 1e12, "flops_ratio": r.flops["total_ratio"],
+            "decoder_tflops": r.flops["decoder_flops"] / 1e12, "decoder_flops_ratio": r.flops["ratio"],
+            "prefill_ms": 1e3 * p["median"], "prefill_ms_min": 1e3 * p["min"], "prefill_ms_max": 1e3 * p["max"],
+            "prefill_ms_q1": 1e3 * p["q1"], "prefill_ms_q3": 1e3 * p["q3"],
+            "prefill_ratio": p["median"] / bp,
+            "decode_ms_per_token": 1e3 * d["median"], "decode_ms_min": 1e3 * d["min"],
+            "decode_ms_max": 1e3 * d["max"],
+            "e2e_ms": 1e3 * e["median"], "e2e_ms_min": 1e3 * e["min"], "e2e_ms_max": 1e3 * e["max"],
+            "new_tokens": new_tokens, "tokens_per_s": new_tokens / e["median"],
+            "peak_mem_mib": max(r.peak) / 2 ** 20 if r.peak else float("nan"),
+            "kv_cache_bytes": r.kv_bytes, "kv_cache_mib": r.kv_bytes / 2 ** 20,
+            "repeats": len(r.prefill),
+            "tokens_per_layer": " ".join(map(str, r.tokens_per_layer)),
+        }
+        row["prefill_over_flops"] = row["prefill_ratio"] / row["flops_ratio"]
+        # best-of-repeats view, less sensitive to other processes sharing the machine
+        row["prefill_ratio_min"] = p["min"] / _stats(base.prefill)["min"]
+        row["prefill_over_flops_min"] = row["prefill_ratio_min"] / row["flops_ratio"]
+        if r.timed_prefill:
+            tp = sum(r.timed_prefill)
+            row["scoring_ms"] = 1e3 * (sum(r.score1) + sum(r.score2)) / len(r.timed_prefill)
+            row["scoring_stage1_ms"] = 1e3 * sum(r.score1) / len(r.timed_prefill)
+            row["scoring_stage2_ms"] = 1e3 * sum(r.score2) / len(r.timed_prefill)
+            row["scoring_pct"] = 100 * (sum(r.score1) + sum(r.score2)) / tp
+            row["vision_ms"] = 1e3 * sum(r.vision) / len(r.timed_prefill)
+            row["instrumented_prefill_ms"] = 1e3 * tp / len(r.timed_prefill)
+        rows.append(row)
+    # language-model view: prefill minus vision tower + projector, run by run (instrumented pass)
+    if base.timed_prefill:
+        llm = lambda r: _stats([p - v for p, v in zip(r.timed_prefill, r.vision)])  # noqa: E731
+        b = llm(base)
+        for r, row in zip(results, rows):
+            if r.timed_prefill:
+                s = llm(r)
+                row["llm_prefill_ms"] = 1e3 * s["median"]
+                row["llm_prefill_ratio"] = s["median"] / b["median"]
+                row["llm_prefill_ratio_min"] = s["min"] / b["min"]
+                row["llm_over_decoder_flops"] = row["llm_prefill_ratio"] / row["decoder_flops_ratio"]
+    if none is not None and none is not base:
+        row = rows[results.index(none)]
+        row["engine_overhead_pct"] = 100 * (row["prefill_ratio"] - 1)
+        row["engine_overhead_pct_min"] = 100 * (row["prefill_ratio_min"] - 1)
+    return rows
+
+
+# ------------------------------------------------------------------------- output
+def _ms(row, key, spread=True) -> str:
+    v = row[key]
+    if not spread:
+        return f"{v:.1f}"
+    lo, hi = row[key + "_min"], row[key + "_max"]
+    return f"{v:.1f} [{lo:.1f}-{hi:.1f}]"
+
+
+def markdown(rows, meta) -> str:
+    head = ["Method", "Tokens", "t_eq", "TFLOPs", "FLOPs ratio", "Prefill ms [min-max]", "Prefill ratio",
+            "Prefill ratio / FLOPs ratio", f"Decode ms/token", f"E2E ms ({meta['new_tokens']} tok) [min-max]",
+            "Tokens/s", "Peak mem MiB", "KV cache MiB", "Scoring % of prefill"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        tokens = "576" if r["remaining"] is None else str(r["remaining"])
+        if r["method"] in ("stock", "none"):
+            tokens = f"{tokens} (all)"
+        name = r["method"] if r["budget"] is None else f"{r['method']}"
+        cells = [name, tokens, f"{r['t_eq']:.1f}", f"{r['tflops']:.3f}", f"{r['flops_ratio']:.3f}",
+                 _ms(r, "prefill_ms"), f"{r['prefill_ratio']:.3f}", f"{r['prefill_over_flops']:.3f}",
+                 f"{r['decode_ms_per_token']:.1f}", _ms(r, "e2e_ms"), f"{r['tokens_per_s']:.2f}",
+                 f"{r['peak_mem_mib']:.0f}", f"{r['kv_cache_mib']:.2f}",
+                 f"{r['scoring_pct']:.2f}" if "scoring_pct" in r else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def text_table(rows, meta) -> str:
+    head = ["method", "tokens", "t_eq", "TFLOPs", "ratio", "prefill ms [min-max]", "p.ratio", "p/F",
+            "decode ms/tok", "e2e ms", "tok/s", "peak MiB", "KV MiB", "score %"]
+    body = []
+    for r in rows:
+        body.append([r["label"], str(r["remaining"]), f"{r['t_eq']:.1f}", f"{r['tflops']:.3f}",
+                     f"{r['flops_ratio']:.3f}", _ms(r, "prefill_ms"), f"{r['prefill_ratio']:.3f}",
+                     f"{r['prefill_over_flops']:.3f}", f"{r['decode_ms_per_token']:.1f}",
+                     f"{r['e2e_ms']:.0f}", f"{r['tokens_per_s']:.2f}", f"{r['peak_mem_mib']:.0f}",
+                     f"{r['kv_cache_mib']:.2f}", f"{r['scoring_pct']:.2f}" if "scoring_pct" in r else "-"])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
+
+
+CSV_FIELDS = ["label", "method", "budget", "remaining", "t_eq", "tflops", "flops_ratio", "decoder_tflops",
+              "decoder_flops_ratio", "prefill_ms", "prefill_ms_min", "prefill_ms_max", "prefill_ms_q1",
+              "prefill_ms_q3", "prefill_ratio", "prefill_over_flops", "prefill_ratio_min", "prefill_over_flops_min",
+              "llm_prefill_ms", "llm_prefill_ratio", "llm_prefill_ratio_min", "llm_over_decoder_flops",
+              "decode_ms_per_token", "decode_ms_min", "decode_ms_max", "e2e_ms", "e2e_ms_min", "e2e_ms_max",
+              "new_tokens", "tokens_per_s", "peak_mem_mib", "kv_cache_bytes", "kv_cache_mib",
+              "scoring_pct", "scoring_ms", "scoring_stage1_ms", "scoring_stage2_ms", "vision_ms",
+              "instrumented_prefill_ms", "engine_overhead_pct", "engine_overhead_pct_min", "repeats", "tokens_per_layer"]
+
+
+def write_outputs(out_dir: Path, rows, meta) -> Dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out_dir / "bench.md", "csv": out_dir / "bench.csv", "json": out_dir / "bench.json"}
+    md = [f"# llava_star.bench: {meta['model']}", "",
+          f"{meta['device_name']}, {meta['dtype']}, torch {meta['torch']}, transformers {meta['transformers']}, "
+          f"{meta['threads']} threads, {meta['date']}", "",
+          f"Prompt: {meta['text_tokens']} text tokens ({meta['text_before']} before the image) + "
+          f"{meta['visual_tokens']} visual tokens, batch {meta['batch']}; {meta['warmup']} warm-up, "
+          f"{meta['repeats']} repeats (median [min-max]); FLOPs: theoretical prefill FLOPs (2 x MACs, "
+          "llava_star.flops), ratios against `stock`.", "", f"Command: `{meta['command']}`", "",
+          markdown(rows, meta)]
+    ab = meta.get("engine_overhead_ab")
+    if ab:
+        md.append(f"Engine overhead (decoder loop alone, stock LlamaModel vs ours without pruning, {ab['pairs']} "
+                  f"paired runs): median {ab['overhead_pct_median']:+.2f}%, best-of {ab['overhead_pct_best_of']:+.2f}%.\n")
+    paths["md"].write_text("\n".join(md))
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    paths["json"].write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
+    return paths
+
+
+# --------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m llava_star.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("model")
+    src.add_argument("--geometry", default=None, choices=sorted(GEOMETRIES),
+                     help="build a random-weight model of this geometry (default cpu-mid when no --model-path)")
+    src.add_argument("--random-weights", action="store_true",
+                     help="random weights of --geometry (implied by --geometry; no download)")
+    src.add_argument("--model-path", default=None, help="a real LLaVA checkpoint instead of --geometry")
+    src.add_argument("--model-base", default=None)
+    run = p.add_argument_group("run")
+    run.add_argument("--methods", default="star,fastv,fastervlm",
+                     help="comma-separated methods (star,fastv,fastervlm,sparsevlm,pdrop,random)")
+    run.add_argument("--budgets", default="115,58,29", help="comma-separated remaining-token budgets")
+    run.add_argument("--no-stock", action="store_true", help="skip the stock-llava row")
+    run.add_argument("--no-none", action="store_true", help="skip the pruning-disabled row")
+    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    run.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+                     help="default float16 on cuda, float32 on cpu")
+    run.add_argument("--attn", default="sdpa", choices=("sdpa", "eager", "flash_attention_2"))
+    run.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    run.add_argument("--repeats", type=int, default=5)
+    run.add_argument("--warmup", type=int, default=1)
+    run.add_argument("--new-tokens", type=int, default=8, help="tokens generated per run (>= 1)")
+    run.add_argument("--text-before", type=int, default=35, help="prompt ids before the image")
+    run.add_argument("--text-after", type=int, default=30, help="prompt ids after the image")
+    run.add_argument("--batch", type=int, default=1)
+    run.add_argument("--no-scoring", action="store_true", help="skip the instrumented scoring-time pass")
+    run.add_argument("--scoring-repeats", type=int, default=3, help="prefills per row in that pass (default 3)")
+    run.add_argument("--ab-pairs", type=int, default=10,
+                     help="paired runs of the decoder loop, stock LlamaModel vs our engine without pruning "
+                          "(engine overhead; 0 skips)")
+    run.add_argument("--profile", default=None, metavar="LABEL",
+                     help="also profile one prefill of this row (e.g. star@58) with torch.profiler")
+    run.add_argument("--out-dir", default=None,
+                     help="where bench.md/.csv/.json go (default results/bench/<model>-<device>)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def load_model(args, device, dtype):
+    if args.model_path:
+        if args.geometry or args.random_weights:
+            raise SystemExit("error: --model-path runs a real checkpoint; drop --geometry/--random-weights")
+        from .loader import load_pretrained_model
+        _, model, _, _ = load_pretrained_model(args.model_path, args.model_base, None, star=None,
+                                               device=str(device), dtype=dtype, attn_implementation=args.attn)
+        return model, geometry_of(model, os.path.basename(args.model_path.rstrip("/"))), args.model_path
+    g = get_geometry(args.geometry or "cpu-mid")
+    if g.crops != 1:
+        raise SystemExit(f"error: geometry {g.name} is theory-only (the engine runs LLaVA-1.5's layout); "
+                         "see python -m llava_star.flops")
+    model = build_model(g, device=device, dtype=dtype, attn_implementation=args.attn, seed=args.seed)
+    return model, g, f"{g.name} (random weights)"
+
+
+def main(argv=None) -> int:
+    from .flops import report
+    from .flops import prompt_ids
+
+    args = build_parser().parse_args(argv)
+    if args.new_tokens < 1 or args.repeats < 1 or args.warmup < 0:
+        raise SystemExit("error: --new-tokens and --repeats must be >= 1, --warmup >= 0")
+    if args.text_after < 1 or args.text_before < 0:
+        raise SystemExit("error: --text-after must be >= 1 (decoder scores read the text after the image)")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA device is available")
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS or m == "none"]
+    if bad:
+        raise SystemExit(f"error: unknown --methods {', '.join(bad)}; choose from {', '.join(METHODS[1:])} "
+                         "(stock and none rows are always included unless --no-stock/--no-none)")
+    try:
+        budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --budgets must be comma-separated ints, got {args.budgets!r}") from None
+
+    model, g, desc = load_model(args, device, dtype)
+    if args.out_dir is None:
+        args.out_dir = os.path.join("results", "bench", f"{g.name}-{device.type}")
+    try:
+        cases = build_cases(methods, budgets, g, not args.no_stock, not args.no_none,
+                            warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    text_tokens = args.text_before + args.text_after
+    ids = prompt_ids(text_tokens, args.text_before, g.vocab, args.seed, args.batch).to(device)
+    gen = torch.Generator().manual_seed(args.seed)
+    v = g.vision
+    pixels = torch.randn(args.batch, 3, v.image_size, v.image_size, generator=gen).to(device, dtype)
+    bench = Bench(model)
+    results = [Result(c) for c in cases]
+    for r in results:
+        r.flops = report(g, r.case.plan, text_tokens, args.text_before, r.case.budget)
+
+    from tqdm import tqdm
+
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    n_scoring = 0 if args.no_scoring else max(1, args.scoring_repeats)
+    total = len(cases) * (args.warmup + args.repeats + n_scoring)
+    bar = tqdm(total=total, desc="bench", unit="run", disable=args.quiet, file=sys.stderr)
+    with torch.inference_mode():
+        for r in results:  # warm-up, and what does not change between runs
+            bench.set_case(r.case)
+            for _ in range(args.warmup):
+                bench.run(r.case, ids, pixels, args.new_tokens)
+                bar.update()
+            if r.case.stock:
+                r.tokens_per_layer, r.t_eq = [g.visual_tokens] * g.layers, float(g.visual_tokens)
+        for _ in range(args.repeats):
+            for r in results:
+                bar.set_postfix_str(r.case.label)
+                bench.set_case(r.case)
+                out = bench.run(r.case, ids, pixels, args.new_tokens)
+                r.prefill.append(out["prefill"])
+                r.decode.append(out["decode"])
+                r.e2e.append(out["e2e"])
+                r.peak.append(out["peak"])
+                r.kv_bytes = out["kv_bytes"]
+                if not r.case.stock:
+                    rec = model.star_record[0]
+                    r.tokens_per_layer, r.t_eq = list(rec.tokens_per_layer), rec.t_eq
+                bar.update()
+        if n_scoring:
+            for _ in range(n_scoring):
+                for r in results:
+                    bar.set_postfix_str(f"scoring {r.case.label}")
+                    bench.set_case(r.case)
+                    with ScoringProbe(bench) as probe:
+                        sync(device)
+                        t0 = time.perf_counter()
+                        bench.prefill(r.case, ids, pixels)
+                        sync(device)
+                        r.timed_prefill.append(time.perf_counter() - t0)
+                    r.score1.append(probe.t["score1"])
+                    r.score2.append(probe.t["score2"])
+                    r.vision.append(probe.t["vision"])
+                    bar.update()
+        ab = engine_overhead_ab(bench, ids, pixels, args.ab_pairs) if args.ab_pairs > 0 else None
+    bar.close()
+
+    rows = summarise(results, args.new_tokens)
+    meta = {
+        "model": desc, "geometry": g.summary(), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"CPU {_cpu_name()} ({os.cpu_count()} cores)",
+        "dtype": str(dtype).replace("torch.", ""), "attn": args.attn, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+        "python": platform.python_version(), "date": datetime.date.today().isoformat(),
+        "text_tokens": text_tokens, "text_before": args.text_before, "visual_tokens": g.visual_tokens,
+        "batch": args.batch, "warmup": args.warmup, "repeats": args.repeats, "new_tokens": args.new_tokens,
+        "command": "python -m llava_star.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "engine_overhead_ab": ab, "loadavg_before": load_before, "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    paths = write_outputs(Path(args.out_dir), rows, meta)
+    print(text_table(rows, meta))
+    _print_targets(rows)
+    if ab:
+        print(f"engine overhead, decoder loop alone ({ab['pairs']} paired runs): median "
+              f"{ab['overhead_pct_median']:+.2f}%, mean {ab['overhead_pct_mean']:+.2f}%, best-of "
+              f"{ab['overhead_pct_best_of']:+.2f}% (stock {ab['stock_ms_median']:.1f} ms, ours "
+              f"{ab['engine_ms_median']:.1f} ms)")
+    if args.profile:
+        case = next((c for c in cases if c.label == args.profile), None)
+        if case is None:
+            raise SystemExit(f"error: --profile {args.profile}: no such row ({', '.join(c.label for c in cases)})")
+        text = profile(bench, case, ids, pixels, device)
+        (Path(args.out_dir) / f"profile_{case.label.replace('@', '_')}.txt").write_text(text)
+        print(text)
+    print(f"wrote {paths['md']}, {paths['csv']}, {paths['json']}")
+    return 0
+
+
+def engine_overhead_ab(bench: Bench, ids, pixels, pairs: int) -> Dict[str, float]:
+    """Paired A/B of the decoder loop alone on the same merged embeddings: transformers'
+    LlamaModel.forward (what stock llava runs) against our `DecoderPruner.prefill` with
+    pruning disabled, alternating which goes first. Isolates the engine's own overhead from
+    the vision tower (ours stops at the select layer, stock runs one more CLIP layer)."""
+    from .model.decoder import DecoderPruner, StarCache
+
+    m, device = bench.model, bench.device
+    stock_case = Case("stock", "stock", None, None)
+    bench.set_case(stock_case)
+    _, _, _, _, embeds, _ = m.prepare_inputs_labels_for_multimodal(ids, None, None, None, None, pixels)
+    lm = m.get_model()
+    valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+    pruner = DecoderPruner(Plan("none"), bench.tower.num_patches)
+
+    def stock():
+        lm(inputs_embeds=embeds, use_cache=True)
+
+    def engine():
+        pruner.prefill(lm, embeds, valid, None, StarCache())
+
+    ratios, t_stock, t_engine = [], [], []
+    for i in range(pairs + 1):  # the first pair warms up
+        times = {}
+        for name, fn in ((("stock", stock), ("engine", engine)) if i % 2 else (("engine", engine), ("stock", stock))):
+            timer = Timer(device)
+            timer.start()
+            fn()
+            timer.mark()
+            times[name] = timer.seconds()[0]
+        if i:
+            t_stock.append(times["stock"])
+            t_engine.append(times["engine"])
+            ratios.append(times["engine"] / times["stock"])
+    return {"pairs": pairs, "overhead_pct_median": 100 * (statistics.median(ratios) - 1),
+            "overhead_pct_mean": 100 * (statistics.mean(ratios) - 1),
+            "overhead_pct_best_of": 100 * (min(t_engine) / min(t_stock) - 1),
+            "stock_ms_median": 1e3 * statistics.median(t_stock), "engine_ms_median": 1e3 * statistics.median(t_engine)}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _print_targets(rows):
+    by = {r["label"]: r for r in rows}
+    if "none" in by and "engine_overhead_pct" in by["none"]:
+        r = by["none"]
+        extra = ""
+        if "llm_prefill_ratio" in r:
+            extra = (f"; language model part only (vision tower + projector subtracted): "
+                     f"{100 * (r['llm_prefill_ratio'] - 1):+.2f}% (best-of {100 * (r['llm_prefill_ratio_min'] - 1):+.2f}%)")
+        print(f"pruning disabled vs stock llava: prefill {r['engine_overhead_pct']:+.2f}% (best-of "
+              f"{r['engine_overhead_pct_min']:+.2f}%){extra}; decode/token "
+              f"{100 * (r['decode_ms_per_token'] / by['stock']['decode_ms_per_token'] - 1):+.2f}%")
+    for r in rows:
+        if r["method"] not in ("stock", "none"):
+            s = f", scoring {r['scoring_pct']:.2f}% of prefill" if "scoring_pct" in r else ""
+            if "llm_over_decoder_flops" in r:
+                s += (f"; language model part {r['llm_prefill_ratio']:.3f} = {r['llm_over_decoder_flops']:.3f} x "
+                      f"decoder FLOPs ratio {r['decoder_flops_ratio']:.3f}")
+            print(f"{r['label']}: prefill ratio {r['prefill_ratio']:.3f} = {r['prefill_over_flops']:.3f} x "
+                  f"FLOPs ratio {r['flops_ratio']:.3f} (best-of-repeats: {r['prefill_over_flops_min']:.3f} x){s}")
+
+
+def profile(bench: Bench, case: Case, ids, pixels, device) -> str:
+    from torch.profiler import ProfilerActivity, profile as tprofile, record_function
+
+    bench.set_case(case)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.inference_mode(), tprofile(activities=acts) as prof:
+        with record_function(f"prefill {case.label}"):
+            bench.prefill(case, ids, pixels)
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return f"torch.profiler, one prefill of {case.label}\n" + prof.key_averages().table(sort_by=key, row_limit=25)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Smoke test of the benchmark on the tiny geometry (random weights, 1 repeat)."""
+import csv
+import json
+
+import pytest
+
+from llava_star import bench
+from llava_star.geometry import get_geometry
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    code = bench.main(["--geometry", "tiny", "--random-weights", "--device", "cpu", "--methods", "star,fastv",
+                       "--budgets", "58", "--repeats", "1", "--warmup", "0", "--new-tokens", "3",
+                       "--text-before", "35", "--text-after", "30", "--out-dir", str(out), "--quiet"])
+    assert code == 0
+    with open(out / "bench.csv") as f:
+        rows = {r["label"]: r for r in csv.DictReader(f)}
+    return out, rows
+
+
+def test_outputs_written(run):
+    out, rows = run
+    assert set(rows) == {"stock", "none", "star@58", "fastv@58"}
+    md = (out / "bench.md").read_text()
+    assert "| Method |" in md and "star" in md and "Prefill ms" in md
+    meta = json.loads((out / "bench.json").read_text())["meta"]
+    assert meta["new_tokens"] == 3 and meta["repeats"] == 1
+
+
+def test_numbers_positive(run):
+    _, rows = run
+    for r in rows.values():
+        for key in ("prefill_ms", "decode_ms_per_token", "e2e_ms", "tokens_per_s", "peak_mem_mib",
+                    "kv_cache_bytes", "tflops", "flops_ratio", "t_eq"):
+            assert float(r[key]) > 0, (r["label"], key)
+        assert float(r["e2e_ms"]) >= float(r["prefill_ms"])
+    assert float(rows["star@58"]["scoring_pct"]) > 0
+    assert float(rows["stock"]["flops_ratio"]) == 1.0
+    assert float(rows["star@58"]["flops_ratio"]) < float(rows["none"]["flops_ratio"]) < 1.0
+
+
+def test_kv_cache_shrinks_in_proportion(run):
+    """KV bytes after prefill = sum over layers of (text + visual tokens cached) x 2 (K, V)
+    x hidden x 4 bytes (fp32), from the per-layer counts the engine recorded."""
+    _, rows = run
+    g = get_geometry("tiny")
+    text = 65
+    for label, r in rows.items():
+        per_layer = [int(x) for x in r["tokens_per_layer"].split()]
+        assert len(per_layer) == g.layers
+        expected = sum(text + v for v in per_layer) * 2 * g.hidden * 4
+        assert int(r["kv_cache_bytes"]) == expected, label
+    assert rows["star@58"]["tokens_per_layer"].split() == ["504"] * 4 + ["58"] * 4
+    ratio = int(rows["star@58"]["kv_cache_bytes"]) / int(rows["none"]["kv_cache_bytes"])
+    assert ratio == pytest.approx((4 * (65 + 504) + 4 * (65 + 58)) / (8 * (65 + 576)))
+    assert rows["stock"]["kv_cache_bytes"] == rows["none"]["kv_cache_bytes"]
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--geometry", "--random-weights", "--model-path", "--methods", "--budgets", "--repeats",
+                 "--warmup", "--new-tokens", "--out-dir", "--dtype", "--device"):
+        assert flag in out
+
+
+def test_bad_arguments():
+    with pytest.raises(SystemExit):
+        bench.main(["--geometry", "tiny", "--repeats", "0"])
+    with pytest.raises(SystemExit):
+        bench.main(["--geometry", "tiny", "--methods", "nosuch", "--quiet", "--repeats", "1"])

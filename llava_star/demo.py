@@ -35,15 +35,11 @@ def load_image(path):
 
 
 def run(model, tokenizer, processor, image, question, conv_mode, max_new_tokens, repeats=3):
-    from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
-    from llava.conversation import conv_templates
-    from llava.mm_utils import process_images, tokenizer_image_token
+    from llava.mm_utils import process_images
 
-    conv = conv_templates[conv_mode].copy()
-    conv.append_message(conv.roles[0], DEFAULT_IMAGE_TOKEN + "\n" + question)
-    conv.append_message(conv.roles[1], None)
-    ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
-    ids = ids[None].to(model.device)
+    from .prompting import prompt_input_ids
+
+    ids = prompt_input_ids(tokenizer, question, conv_mode, model.config).to(model.device)
     pixels = process_images([image], processor, model.config).to(model.device, model.dtype)
     times = []
     with torch.inference_mode():

@@ -114,17 +114,11 @@ def _is_anyres(model_config) -> bool:
 
 def _generate(model, tokenizer, image_processor, image, question, conv_mode, max_new_tokens):
     import torch
-    from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
-    from llava.conversation import conv_templates
-    from llava.mm_utils import process_images, tokenizer_image_token
+    from llava.mm_utils import process_images
 
-    if conv_mode not in conv_templates:
-        raise ValueError(f"unknown conv_mode {conv_mode!r}; choose one of {', '.join(sorted(conv_templates))}")
-    conv = conv_templates[conv_mode].copy()
-    conv.append_message(conv.roles[0], DEFAULT_IMAGE_TOKEN + "\n" + question)
-    conv.append_message(conv.roles[1], None)
-    ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
-    ids = ids[None].to(model.device)
+    from .prompting import prompt_input_ids
+
+    ids = prompt_input_ids(tokenizer, question, conv_mode, model.config).to(model.device)
     pixels = process_images([image], image_processor, model.config).to(model.device, model.dtype)
     model.star_record = None
     with torch.inference_mode():

@@ -155,6 +155,7 @@ class Bench:
         self.stock_cls = next(c for c in (LlavaLlamaForCausalLM, LlavaMistralForCausalLM) if isinstance(model, c))
         self.stock_tower_cls = CLIPVisionTower
         self.device = next(model.parameters()).device
+        self.image_sizes = None  # (width, height) per image, for anyres (LLaVA-NeXT) checkpoints
 
     def set_case(self, case: Case):
         from .model.llava import apply_star
@@ -171,8 +172,8 @@ class Bench:
         m = self.model
         if case.stock:
             from .flops import _stock_prefill
-            return _stock_prefill(m, ids, pixels)
-        out = m(input_ids=ids, images=pixels, use_cache=True)
+            return _stock_prefill(m, ids, pixels, image_sizes=self.image_sizes)
+        out = m(input_ids=ids, images=pixels, image_sizes=self.image_sizes, use_cache=True)
         return out.logits[:, -1:], out.past_key_values
 
     def run(self, case: Case, ids, pixels, new_tokens: int) -> Dict[str, object]:
@@ -432,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--text-before", type=int, default=35, help="prompt ids before the image")
     run.add_argument("--text-after", type=int, default=30, help="prompt ids after the image")
     run.add_argument("--batch", type=int, default=1)
+    run.add_argument("--image-size", default="672x672", metavar="WxH",
+                     help="LLaVA-NeXT checkpoints: size of the synthetic image whose anyres crops are fed "
+                          "(default 672x672: base + 2x2 crops)")
     run.add_argument("--no-scoring", action="store_true", help="skip the instrumented scoring-time pass")
     run.add_argument("--scoring-repeats", type=int, default=3, help="prefills per row in that pass (default 3)")
     run.add_argument("--ab-pairs", type=int, default=10,
@@ -451,8 +455,10 @@ def load_model(args, device, dtype):
         if args.geometry or args.random_weights:
             raise SystemExit("error: --model-path runs a real checkpoint; drop --geometry/--random-weights")
         from .loader import load_pretrained_model
-        _, model, _, _ = load_pretrained_model(args.model_path, args.model_base, None, star=None,
-                                               device=str(device), dtype=dtype, attn_implementation=args.attn)
+        _, model, processor, _ = load_pretrained_model(args.model_path, args.model_base, None, star=None,
+                                                       device=str(device), dtype=dtype,
+                                                       attn_implementation=args.attn)
+        model.star_bench_processor = processor
         return model, geometry_of(model, os.path.basename(args.model_path.rstrip("/"))), args.model_path
     g = get_geometry(args.geometry or "cpu-mid")
     if g.crops != 1:
@@ -502,8 +508,13 @@ def main(argv=None) -> int:
     pixels = torch.randn(args.batch, 3, v.image_size, v.image_size, generator=gen).to(device, dtype)
     bench = Bench(model)
     results = [Result(c) for c in cases]
+    anyres = getattr(model.config, "image_aspect_ratio", None) == "anyres"
+    if anyres:
+        pixels, bench.image_sizes = anyres_inputs(model, args.image_size, args.batch, args.seed, device, dtype)
     for r in results:
-        r.flops = report(g, r.case.plan, text_tokens, args.text_before, r.case.budget)
+        # NeXT's token counts depend on the image (unpad, newlines): count a real prefill instead
+        r.flops = (counted_flops(bench, r.case, ids, pixels) if anyres
+                   else report(g, r.case.plan, text_tokens, args.text_before, r.case.budget))
 
     from tqdm import tqdm
 
@@ -518,8 +529,14 @@ def main(argv=None) -> int:
             for _ in range(args.warmup):
                 bench.run(r.case, ids, pixels, args.new_tokens)
                 bar.update()
-            if r.case.stock:
+            if r.case.stock and not anyres:
                 r.tokens_per_layer, r.t_eq = [g.visual_tokens] * g.layers, float(g.visual_tokens)
+            elif r.case.stock:  # NeXT: the image's merged token count, as the unpruned engine records it
+                bench.set_case(Case("none", "none", None, Plan("none")))
+                bench.model(input_ids=ids, images=pixels, image_sizes=bench.image_sizes, use_cache=False)
+                r.tokens_per_layer = list(model.star_record[0].tokens_per_layer)
+                r.t_eq = model.star_record[0].t_eq
+                bench.set_case(r.case)
         for _ in range(args.repeats):
             for r in results:
                 bar.set_postfix_str(r.case.label)
@@ -584,6 +601,48 @@ def main(argv=None) -> int:
     return 0
 
 
+def anyres_inputs(model, size: str, batch: int, seed: int, device, dtype):
+    """Pixels of a synthetic photo-sized noise image through llava's own anyres processing."""
+    import numpy as np
+    from llava.mm_utils import process_images
+    from PIL import Image
+
+    try:
+        w, h = (int(x) for x in size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"error: --image-size must look like 672x672, got {size!r}") from None
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    px = process_images([image] * batch, model.star_bench_processor, model.config)
+    px = [p.to(device, dtype) for p in px] if isinstance(px, list) else px.to(device, dtype)
+    return px, [image.size] * batch
+
+
+def counted_flops(bench: Bench, case, ids, pixels) -> Dict[str, float]:
+    """FLOPs of one real prefill, counted by torch.utils.flop_counter, against stock llava
+    (for checkpoints whose visual token count the theory does not model)."""
+    from .flops import _categorise, flop_counter
+
+    class Prefill(torch.nn.Module):  # a module, so FLOPs are named from the model down
+        def __init__(self, c):
+            super().__init__()
+            self.m, self.c = bench.model, c
+
+        def forward(self):
+            return bench.prefill(self.c, ids, pixels)
+
+    def count(c):
+        bench.set_case(c)
+        counter = flop_counter()
+        with torch.no_grad(), counter:
+            Prefill(c)()
+        return _categorise(counter.get_flop_counts())
+
+    base, got = count(Case("stock", "stock", None, None)), count(case)
+    return {"total_flops": got["total"], "total_ratio": got["total"] / base["total"],
+            "decoder_flops": got["decoder"], "ratio": got["decoder"] / base["decoder"]}
+
+
 def engine_overhead_ab(bench: Bench, ids, pixels, pairs: int) -> Dict[str, float]:
     """Paired A/B of the decoder loop alone on the same merged embeddings: transformers'
     LlamaModel.forward (what stock llava runs) against our `DecoderPruner.prefill` with
@@ -594,7 +653,8 @@ def engine_overhead_ab(bench: Bench, ids, pixels, pairs: int) -> Dict[str, float
     m, device = bench.model, bench.device
     stock_case = Case("stock", "stock", None, None)
     bench.set_case(stock_case)
-    _, _, _, _, embeds, _ = m.prepare_inputs_labels_for_multimodal(ids, None, None, None, None, pixels)
+    _, _, _, _, embeds, _ = m.prepare_inputs_labels_for_multimodal(ids, None, None, None, None, pixels,
+                                                                   bench.image_sizes)
     lm = m.get_model()
     valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
     pruner = DecoderPruner(Plan("none"), bench.tower.num_patches)

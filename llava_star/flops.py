@@ -445,11 +445,11 @@ class _StockPrefill(torch.nn.Module):
         return _stock_prefill(self.m, ids, pixels)
 
 
-def _stock_prefill(model, ids, pixels, attention_mask=None):
+def _stock_prefill(model, ids, pixels, attention_mask=None, image_sizes=None):
     """Stock llava's prefill, computing logits for the last position only (as generate needs;
     transformers 4.37's LlamaForCausalLM would compute them for every position)."""
     _, pos, mask, _, embeds, _ = model.prepare_inputs_labels_for_multimodal(
-        ids, None, attention_mask, None, None, pixels)
+        ids, None, attention_mask, None, None, pixels, image_sizes)
     out = model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
     return model.lm_head(out.last_hidden_state[:, -1:]).float(), out.past_key_values
 

@@ -73,3 +73,26 @@ def test_bad_arguments():
         bench.main(["--geometry", "tiny", "--repeats", "0"])
     with pytest.raises(SystemExit):
         bench.main(["--geometry", "tiny", "--methods", "nosuch", "--quiet", "--repeats", "1"])
+
+
+def test_next_checkpoint(tiny_dir, tmp_path):
+    """A LLaVA-NeXT checkpoint runs with real anyres crops; its FLOPs are counted on a real
+    prefill, and the KV cache shrinks in proportion to the recorded per-layer counts."""
+    import json
+
+    from llava_star import bench
+
+    out = tmp_path / "next"
+    code = bench.main(["--model-path", tiny_dir("llava-next"), "--device", "cpu", "--methods", "star",
+                       "--budgets", "58", "--repeats", "1", "--warmup", "0", "--new-tokens", "2",
+                       "--no-scoring", "--ab-pairs", "0", "--image-size", "672x448", "--out-dir", str(out),
+                       "--quiet"])
+    assert code == 0
+    rows = {r["label"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
+    stock, star = rows["stock"], rows["star@58"]
+    assert stock["t_eq"] > 576  # base + grid crops + newlines
+    assert 0 < star["flops_ratio"] < 1 and 0 < star["decoder_flops_ratio"] < 1
+    text = 35 + 30  # prompt ids before and after the image placeholder (bench defaults)
+    per_layer = {k: [int(n) for n in r["tokens_per_layer"].split()] for k, r in (("star", star), ("stock", stock))}
+    expect = sum(text + n for n in per_layer["star"]) / sum(text + n for n in per_layer["stock"])
+    assert star["kv_cache_bytes"] / stock["kv_cache_bytes"] == pytest.approx(expect, rel=1e-6)

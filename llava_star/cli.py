@@ -23,7 +23,7 @@ def add_method_args(parser: argparse.ArgumentParser, extra_methods=(), extra_hel
     """`extra_methods`: names a CLI accepts besides the methods (e.g. flops' "all")."""
     g = parser.add_argument_group("pruning (see docs/methods.md)")
     g.add_argument("--method", default="none", choices=tuple(METHODS) + tuple(extra_methods),
-                   help="pruning method (default: none)" + extra_help)
+                   help="pruning method (default: %(default)s)" + extra_help)
     g.add_argument("--budget", type=int, default=None,
                    help="remaining visual tokens, e.g. 288, 115, 58, 29 (each method's documented setting)")
     g.add_argument("--star-stage1-keep", type=_count, default=None,
@@ -37,7 +37,7 @@ def add_method_args(parser: argparse.ArgumentParser, extra_methods=(), extra_hel
     g.add_argument("--sparsevlm-schedule", type=_int_list, default=None, help="SparseVLM: tokens kept per layer")
     g.add_argument("--pdrop-layers", type=_int_list, default=None, help="PDrop: layers (default 8,16,24)")
     g.add_argument("--pdrop-ratios", type=_float_list, default=None, help="PDrop: keep ratios (default 0.5,0.25,0.125)")
-    g.add_argument("--prune-seed", type=int, default=0, help="seed of the random control")
+    g.add_argument("--prune-seed", type=int, default=None, help="random: seed of the kept subset (default 0)")
     g.add_argument("--budget-unit", default="image", choices=("image", "crop"),
                    help="LLaVA-NeXT: counts per whole image (default) or per crop (576 each, Table 2(b) style)")
 
@@ -49,6 +49,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fixed-grid", type=int, default=None,
                         help="LLaVA-NeXT: use one anyres grid, e.g. 672 (2x2 crops + base, 2880 tokens)")
 
+
+# Flags that set the final visual-token count themselves: with --budget as well, one of the
+# two would be ignored. (--sparsevlm-schedule is how a budget without a published schedule
+# is given, so it goes with --budget.)
+_SETS_FINAL_COUNT = ("star_keep", "fastv_keep", "visual_token_num", "pdrop_ratios")
 
 _KNOBS = {
     "star": {"star_stage1_keep": "stage1_keep", "star_layer": "layer", "star_keep": "keep"},
@@ -73,9 +78,17 @@ def method_from_args(args: argparse.Namespace) -> MethodConfig:
         for flag in knobs:
             if getattr(args, flag, None) is not None and flag not in own:
                 raise SystemExit(f"error: --{flag.replace('_', '-')} does not apply to --method {args.method}")
+    if args.budget is not None:
+        both = [f for f in _SETS_FINAL_COUNT if f in own and getattr(args, f) is not None]
+        if both:
+            raise SystemExit(f"error: --budget and --{both[0].replace('_', '-')} both set how many visual "
+                             "tokens are kept; give one of them")
     knobs = {name: getattr(args, flag) for flag, name in own.items() if getattr(args, flag) is not None}
+    seed = getattr(args, "prune_seed", None)
+    if seed is not None and args.method != "random":
+        raise SystemExit(f"error: --prune-seed applies to --method random only, not --method {args.method}")
     if args.method == "random":
-        knobs["seed"] = args.prune_seed
+        knobs["seed"] = 0 if seed is None else seed
     if getattr(args, "budget_unit", "image") != "image":
         knobs["unit"] = args.budget_unit
     if args.method == "none" and args.budget is not None:

@@ -33,6 +33,11 @@ def check_count(name: str, value: Count) -> None:
         raise ValueError(f"{name} as a ratio must be in (0, 1], got {value}")
 
 
+def check_seed(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"seed must be an int, got {value!r}")
+
+
 def count_of(value: Count, total: int) -> int:
     """Resolve a count or ratio against `total` tokens (ratios rounded, at least 1)."""
     if isinstance(value, float):
@@ -79,6 +84,7 @@ class Plan:
     def __post_init__(self):
         if self.unit not in UNITS:
             raise ValueError(f"unit must be one of {UNITS}, got {self.unit!r}")
+        check_seed(self.seed)
 
     @property
     def prunes(self) -> bool:
@@ -128,6 +134,7 @@ class StarConfig:
             raise ValueError(f"unit must be one of {UNITS}, got {self.unit!r}")
         check_count("stage1_keep", self.stage1_keep)
         check_count("keep", self.keep)
+        check_seed(self.seed)
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)
                                        or self.layer < 1):
             raise ValueError(f"layer must be an int >= 1 (or None for L/2), got {self.layer!r}")
@@ -149,6 +156,10 @@ BUDGETS = (288, 192, 128, 115, 64, 58, 29)
 # SparseVLM's published schedules (tokens kept at layers 2, 6, 15) per budget.
 SPARSEVLM_SCHEDULES = {192: (300, 200, 110), 128: (303, 110, 36), 64: (66, 30, 17)}
 METHODS = ("none", "star", "fastv", "fastervlm", "sparsevlm", "pdrop", "random")
+# the knobs each method reads (`unit` applies to all); anything else is a typo, not a default
+METHOD_KNOBS = {"none": (), "star": ("stage1_keep", "layer", "keep", "seed"), "fastv": ("k", "keep"),
+                "fastervlm": ("keep",), "random": ("keep", "seed"), "sparsevlm": ("layers", "schedule"),
+                "pdrop": ("layers", "ratios")}
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,10 @@ class MethodConfig:
     def from_name(cls, name: str, budget: Optional[int] = None, **knobs) -> "MethodConfig":
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+        unknown = sorted(set(knobs) - set(METHOD_KNOBS[name]) - {"unit"})
+        if unknown:
+            raise ValueError(f"{name} has no knob {', '.join(map(repr, unknown))}; it takes "
+                             f"{', '.join(METHOD_KNOBS[name] + ('unit',))}")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0):
             raise ValueError(f"budget must be a positive int, got {budget!r}")
         if name == "sparsevlm" and budget is not None and budget not in SPARSEVLM_SCHEDULES \

@@ -122,6 +122,22 @@ def test_random_control_is_seeded(tiny15, images):
     assert kept[0] == kept[1] != kept[2]
 
 
+def test_random_control_does_not_depend_on_the_batch(tiny15, images):
+    from conftest import batch_inputs
+
+    tok, model, proc = load_star(tiny15, star=MethodConfig.from_name("random", budget=58))
+    pics = [images["astronaut"], images["coffee"]]
+    singles = []
+    for pic in pics:
+        ids, px = _inputs(tok, model, proc, pic)
+        greedy(model, ids, px, n=1)
+        singles.append(model.star_record[0].stage1_kept.tolist())
+    model.config.tokenizer_padding_side = "left"
+    ids, mask, px = batch_inputs(tok, proc, model, pics, [QUESTION, QUESTION + " Why?"])
+    greedy(model, ids, px, attention_mask=mask, n=1)
+    assert [r.stage1_kept.tolist() for r in model.star_record] == singles
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda: MethodConfig.from_name("fastvv"), "unknown method 'fastvv'"),
     (lambda: MethodConfig.from_name("fastv", k=0), "layer must be an int >= 1"),
@@ -131,6 +147,9 @@ def test_random_control_is_seeded(tiny15, images):
     (lambda: MethodConfig.from_name("sparsevlm", budget=58), "give --sparsevlm-schedule"),
     (lambda: MethodConfig.from_name("star", budget=0), "budget must be a positive int"),
     (lambda: MethodConfig.from_name("pdrop", ratios=(1.5, 0.25, 0.125)), r"ratio must be in \(0, 1\]"),
+    (lambda: MethodConfig.from_name("fastv", layer=3), "fastv has no knob 'layer'"),
+    (lambda: MethodConfig.from_name("star", stage1=0.5), "star has no knob 'stage1'"),
+    (lambda: MethodConfig.from_name("random", budget=58, seed="1"), "seed must be an int"),
 ])
 def test_bad_method_configs_fail_clearly(call, message):
     with pytest.raises(ValueError, match=message):
@@ -156,3 +175,12 @@ def test_cli_flag_of_another_method_is_an_error():
         method_from_args(p.parse_args(["--budget", "58"]))
     cfg = method_from_args(p.parse_args(["--method", "pdrop", "--pdrop-layers", "4,8,12", "--pdrop-ratios", "0.5,0.3,0.1"]))
     assert [(s.layer, s.keep) for s in cfg.plan(32).decoder] == [(4, 0.5), (8, 0.3), (12, 0.1)]
+    with pytest.raises(SystemExit, match="--budget and --star-keep both set"):
+        method_from_args(p.parse_args(["--method", "star", "--budget", "58", "--star-keep", "115"]))
+    with pytest.raises(SystemExit, match="--budget and --visual-token-num both set"):
+        method_from_args(p.parse_args(["--method", "fastervlm", "--budget", "58", "--visual-token-num", "64"]))
+    with pytest.raises(SystemExit, match="--prune-seed applies to --method random only"):
+        method_from_args(p.parse_args(["--method", "fastv", "--prune-seed", "3"]))
+    cfg = method_from_args(p.parse_args(["--method", "random", "--budget", "58", "--prune-seed", "3"]))
+    assert cfg.plan(32).seed == 3
+    assert method_from_args(p.parse_args(["--method", "random", "--budget", "58"])).plan(32).seed == 0

@@ -192,3 +192,22 @@ def test_every_method_on_next(tiny_dir, images, name, budget):
     else:
         assert rec.stage2_kept.numel() == final
     assert cached == uncached_greedy(model, ids, px, len(cached), image_sizes=[image.size])
+
+
+def test_whole_image_budget_above_one_crop(tiny_dir, images):
+    """With whole-image counts (the default unit) a NeXT budget may exceed one crop's 576
+    patches; per-crop counts may not."""
+    from llava_star import apply_star
+    from llava_star.model.llava import max_visual_tokens
+
+    image = images["chelsea"]
+    tok, model, proc = load_star(tiny_dir("llava-next"), star=StarConfig(stage1_keep=0.875, layer=4, keep=640))
+    assert max_visual_tokens(model, "image") == 576 * (1 + 4)  # base + the 2x2 grid, the largest pinpoint
+    ids, px = _inputs(tok, model, proc, image)
+    greedy(model, ids, px, n=1, image_sizes=[image.size])
+    rec = model.star_record[0]
+    assert rec.stage1_kept.numel() > 640
+    assert rec.stage2_kept.numel() == 640
+    _, stock, _ = load_stock(tiny_dir("llava-next"))
+    with pytest.raises(ValueError, match="exceeds the 576 patches"):
+        apply_star(stock, StarConfig(stage1_keep=700, layer=4, keep=640, unit="crop"))

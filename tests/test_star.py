@@ -170,10 +170,45 @@ def test_only_kept_tokens_reach_later_layers_and_caches_shrink(tiny15, images):
     (dict(stage1_keep=0.0), "stage1_keep"), (dict(keep=True), "keep"), (dict(keep="58"), "keep"),
     (dict(stage1_keep=504, keep=600), "keep"), (dict(stage1_keep=0.5, keep=0.75), "keep"),
     (dict(layer=0), "layer"), (dict(layer=2.0), "layer"), (dict(layer=True), "layer"),
+    (dict(seed=1.5), "seed"), (dict(unit="crops"), "unit"),
 ])
 def test_bad_star_config_raises_named_error(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    # anchored: "keep" must not be satisfied by a message about "stage1_keep"
+    with pytest.raises(ValueError, match=rf"^{field}\b"):
         StarConfig(**kwargs)
+
+
+def test_expanded_generate_batch_still_prunes(tiny15, images):
+    """num_return_sequences / num_beams (also via generation_config) expand the batch after
+    llava's merge; every expanded row must be pruned like its sample, not silently left whole."""
+    from transformers import GenerationConfig
+
+    tok, model, proc = load_star(tiny15, star=STAR)
+    ids, px = _single(tok, model, proc, images["astronaut"], QUESTIONS[0])
+    one = _new_tokens(greedy(model, ids, px, n=4)[0], tok.bos_token_id)
+    kept = model.star_record[0].stage2_kept.tolist()
+    gc = GenerationConfig(**{**model.generation_config.to_dict(), "num_beams": 2, "num_return_sequences": 2,
+                             "do_sample": False, "max_new_tokens": 4})
+    with torch.no_grad():
+        model.generate(ids, images=px, generation_config=gc)
+    assert len(model.star_record) == 2
+    for rec in model.star_record:
+        assert rec.tokens_per_layer == [504] * 4 + [58] * 4 and rec.stage2_kept.tolist() == kept
+    with torch.no_grad():
+        model.generate(ids, images=px, do_sample=True, num_return_sequences=2, max_new_tokens=2)
+    assert [r.tokens_per_layer for r in model.star_record] == [[504] * 4 + [58] * 4] * 2
+    assert one  # the plain run produced tokens
+
+
+def test_failed_generate_leaves_no_stale_image_span(tiny15, images):
+    tok, model, proc = load_star(tiny15, star=STAR)
+    ids, px = _single(tok, model, proc, images["astronaut"], QUESTIONS[0])
+    text = ids[ids != -200][None]  # the same prompt without its image
+    with pytest.raises(ValueError):
+        model.generate(ids, images=px, max_new_tokens=2, not_a_generate_kwarg=1)
+    with torch.no_grad():
+        model.generate(text, do_sample=False, max_new_tokens=2)
+    assert model.star_record[0].image_span is None and model.star_record[0].tokens_per_layer == [0] * 8
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -193,3 +228,29 @@ def test_ratios_resolve_and_default_layer_is_half_depth(tiny15, images):
     ids, px = _single(tok, model, proc, images["rocket"], QUESTIONS[2])
     greedy(model, ids, px, n=1)
     assert model.star_record[0].tokens_per_layer == [504] * 4 + [58] * 4
+
+
+def test_positions_beyond_a_pruned_layers_rotary_table(tiny15, images):
+    """A layer after stage 2 caches ~90 tokens but holds positions up to ~570: its rotary
+    table must reach them. Shrink every table to 64 rows; prefill and decode still give the
+    same logits as with the full tables."""
+    tok, model, proc = load_star(tiny15, star=STAR)
+    ids, px = _single(tok, model, proc, images["astronaut"], QUESTIONS[0])
+
+    def prefill_and_step():
+        with torch.no_grad():
+            out = model(ids, images=px, use_cache=True)
+            nxt = out.logits[:, -1:].argmax(-1)
+            n = out.past_key_values.seen_tokens + 1
+            step = model(nxt, past_key_values=out.past_key_values,
+                         attention_mask=torch.ones(1, n, dtype=torch.long), use_cache=True)
+        return out.logits, step.logits
+
+    ref = prefill_and_step()
+    for layer in model.model.layers:
+        rot = layer.self_attn.rotary_emb
+        rot._set_cos_sin_cache(seq_len=64, device=rot.inv_freq.device, dtype=rot.cos_cached.dtype)
+    got = prefill_and_step()
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert all(l.self_attn.rotary_emb.max_seq_len_cached >= ids.shape[1] + 504 for l in model.model.layers)

@@ -104,6 +104,7 @@ class DecoderPruner:
         stage scores, stage kept grids)."""
         impl = lm.config._attn_implementation
         pos = (valid.long().cumsum(1) - 1).clamp_min(0)
+        cover_positions(lm, embeds.shape[1])
         h = embeds
         counts = [[] for _ in range(embeds.shape[0])]
         stage_scores, stage_kept = [], []
@@ -207,6 +208,7 @@ class DecoderPruner:
     def decode(lm, embeds, positions, new_valid, cache: StarCache):
         """Run new tokens over the per-layer (possibly pruned) caches."""
         impl = lm.config._attn_implementation
+        cover_positions(lm, cache.seen_tokens + embeds.shape[1])  # positions never exceed this count
         h = embeds
         for i, layer in enumerate(lm.layers):
             cache.add_token_info(i, positions, new_valid)
@@ -214,6 +216,16 @@ class DecoderPruner:
                                       h.shape[1], h.dtype)
             h = layer(h, attention_mask=mask, position_ids=positions, past_key_value=cache, use_cache=True)[0]
         return lm.norm(h)
+
+
+def cover_positions(lm, n: int) -> None:
+    """Make every layer's rotary table hold `n` positions. Each layer grows its own table only
+    to its own cache length, which after pruning is shorter than the positions it holds
+    (see patches/rotary.py); a plain int comparison per layer, no device sync."""
+    for layer in lm.layers:
+        rot = layer.self_attn.rotary_emb
+        if n > rot.max_seq_len_cached:
+            rot._set_cos_sin_cache(seq_len=n, device=rot.inv_freq.device, dtype=rot.cos_cached.dtype)
 
 
 def _rotate(q, cos, sin, position_ids):

@@ -41,13 +41,18 @@ class StarMixin:
         tower = self.get_vision_tower()
         if multi_crop and isinstance(tower, StarCLIPVisionTower):
             tower.star_crop_keep = self._crop_keep_counts(images, image_sizes)
+            tower.star_crop_first = [j == 0 for img in images
+                                     for j in range(int(img.shape[0]) if img.ndim == 4 else 1)]
         try:
             out = super().prepare_inputs_labels_for_multimodal(
                 input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes)
         finally:
             if isinstance(tower, StarCLIPVisionTower):
-                tower.star_crop_keep = None
+                tower.star_crop_keep = tower.star_crop_first = None
         embeds = out[4]
+        # forget a previous call's notes (a generate() that failed after the merge, say), so a
+        # text-only call never reads a stale image span
+        self._star_spans = self._star_layout = self._star_crops = None
         if embeds is not None:
             limit = getattr(self.config, "tokenizer_model_max_length", None)
             if limit is not None and embeds.shape[1] >= limit:
@@ -166,12 +171,28 @@ class StarMixin:
         spans, self._star_spans = self._star_spans, None
         layouts, self._star_layout = getattr(self, "_star_layout", None), None
         crops, self._star_crops = getattr(self, "_star_crops", None), None
-        if spans is None or len(spans) != embeds.shape[0]:
-            spans = [None] * embeds.shape[0]
         tower = self.get_vision_tower()
         P = tower.num_patches
         kept1 = tower.last_kept if isinstance(tower, StarCLIPVisionTower) else None
         keep_mask = tower.last_keep_mask if isinstance(tower, StarCLIPVisionTower) else None
+        last_scores = tower.last_scores if isinstance(tower, StarCLIPVisionTower) else None
+        batch = embeds.shape[0]
+        if spans is None:
+            spans = [None] * batch
+        elif len(spans) != batch:
+            # generate() expands the merged batch (num_beams, num_return_sequences) with
+            # repeat_interleave after llava's merge: expand what we noted the same way.
+            if batch % len(spans):
+                raise ValueError(f"batch of {batch} rows does not match the {len(spans)} samples "
+                                 "llava merged")
+            r = batch // len(spans)
+            rep = lambda xs: None if xs is None else [x for x in xs for _ in range(r)]  # noqa: E731
+            if keep_mask is not None:
+                sizes = crops if crops else [1] * len(spans)
+                keep_mask = torch.cat(rep(list(keep_mask.split(sizes))))
+            spans, layouts, crops = rep(spans), rep(layouts), rep(crops)
+            kept1 = None if kept1 is None else kept1.repeat_interleave(r, 0)
+            last_scores = None if last_scores is None else last_scores.repeat_interleave(r, 0)
         lists, grids, starts, bases, scales = [], [], [], [], []
         first_crop = 0
         for b, span in enumerate(spans):
@@ -227,8 +248,8 @@ class StarMixin:
                 stage2_kept=patches(kept[-1][b] if kept else grids[b]),
                 tokens_per_layer=counts[b],
                 image_span=spans[b],
-                stage1_scores=None if tower.last_scores is None or spans[b] is None or layouts is not None
-                else tower.last_scores[b].cpu(),
+                stage1_scores=None if last_scores is None or spans[b] is None or layouts is not None
+                else last_scores[b].cpu(),
                 stage2_scores=[s[b].cpu() for s in scores],
                 decoder_kept=[patches(k[b]) for k in kept],
             )
@@ -238,13 +259,12 @@ class StarMixin:
 
     @torch.no_grad()
     def generate(self, inputs=None, images=None, image_sizes=None, **kwargs):
-        if kwargs.get("num_beams", 1) > 1 and self.star_plan.decoder:
-            raise ValueError("num_beams > 1 is not supported with decoder pruning")
         self._star_last_logits_only = True
         try:
             return super().generate(inputs, images=images, image_sizes=image_sizes, **kwargs)
         finally:
             self._star_last_logits_only = False
+            self._star_spans = self._star_layout = self._star_crops = None  # never outlive a call
 
 
 class StarLlavaLlamaForCausalLM(StarMixin, LlavaLlamaForCausalLM):
@@ -293,7 +313,26 @@ def resolve_plan(model, config) -> Plan:
         plan = config.plan(num_layers)
     else:
         raise TypeError(f"expected StarConfig, MethodConfig or Plan, got {type(config).__name__}")
-    return plan.validate(num_layers, model.get_vision_tower().num_patches)
+    return plan.validate(num_layers, max_visual_tokens(model, plan.unit))
+
+
+def max_visual_tokens(model, unit: str) -> int:
+    """The most patch tokens a count can refer to: one crop's patches for LLaVA-1.5 and for
+    per-crop budgets; for whole-image budgets on anyres (NeXT) checkpoints, the base image plus
+    the crops of the largest grid llava may pick (before its unpad). Counts above what one
+    image really has are cut to it at run time."""
+    tower = model.get_vision_tower()
+    P = tower.num_patches
+    if unit == "crop" or getattr(model.config, "image_aspect_ratio", None) != "anyres":
+        return P
+    side = tower.config.image_size
+    pinpoints = getattr(model.config, "image_grid_pinpoints", None) or []
+    if isinstance(pinpoints, str):  # llava also accepts a string such as "[(336, 672), ...]"
+        import ast
+
+        pinpoints = ast.literal_eval(pinpoints)
+    grid = max(((w // side) * (h // side) for w, h in pinpoints), default=0)
+    return P * (1 + grid)
 
 
 def apply_star(model, config: Union[StarConfig, MethodConfig, Plan]):

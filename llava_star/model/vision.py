@@ -26,6 +26,7 @@ class StarCLIPVisionTower(CLIPVisionTower):
 
     star_stage: Optional[VisionStage] = None
     star_crop_keep: Optional[List[int]] = None
+    star_crop_first: Optional[List[bool]] = None  # per crop: is it its image's first crop
     last_kept: Optional[torch.Tensor] = None
     last_keep_mask: Optional[torch.Tensor] = None
     last_scores: Optional[torch.Tensor] = None
@@ -57,8 +58,9 @@ class StarCLIPVisionTower(CLIPVisionTower):
             return features, None, scores
         k = count_of(stage.keep, num_patches)
         if stage.score == "random":
-            gen = torch.Generator().manual_seed(int(getattr(self, "star_seed", 0)))
-            kept = torch.stack([random_sorted(num_patches, k, gen) for _ in range(hidden.shape[0])])
+            # a fresh generator per image, so an image's subset does not depend on its batch
+            kept = torch.stack([random_sorted(num_patches, k, self._generator())
+                                for _ in range(hidden.shape[0])])
             kept = kept.to(hidden.device)
         else:
             kept = topk_sorted(scores, k)
@@ -69,11 +71,17 @@ class StarCLIPVisionTower(CLIPVisionTower):
         features = torch.gather(features, 1, index[..., None].expand(-1, -1, features.shape[-1]))
         return features, kept, scores
 
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(int(getattr(self, "star_seed", 0)))
+
     def _keep_mask(self, scores, n, num_patches, device) -> torch.Tensor:
         mask = torch.zeros(n, num_patches, dtype=torch.bool, device=device)
-        gen = torch.Generator().manual_seed(int(getattr(self, "star_seed", 0)))
+        first = self.star_crop_first or [i == 0 for i in range(len(self.star_crop_keep))]
+        gen = None
         for i, k in enumerate(self.star_crop_keep):
             k = max(1, min(int(k), num_patches))
+            if first[i]:  # re-seed at every image's first crop: independent of the batch
+                gen = self._generator()
             kept = random_sorted(num_patches, k, gen) if scores is None else topk_sorted(scores[i], k)
             mask[i, kept.to(device)] = True
         return mask

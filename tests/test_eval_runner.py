@@ -402,6 +402,30 @@ def test_empty_and_malformed_question_files(qdir, tmp_path, capsys):
     assert not (tmp_path / "a.jsonl").exists()
 
 
+def test_bad_flags_stop_before_the_model_loads(qdir, tmp_path, capsys):
+    args = ["--model-path", "/nonexistent/llava-x", "--question-file", qdir / "questions.jsonl",
+            "--image-folder", qdir / "images", "--answers-file", tmp_path / "a.jsonl", "--device", "cpu"]
+    rc, err = run("model_vqa_loader", *args, "--conv-mode", "nope", capsys=capsys)
+    assert rc == 2 and "--conv-mode 'nope'" in err
+    rc, err = run("model_vqa_loader", *args, "--num_beams", "0", capsys=capsys)
+    assert rc == 2 and "--num_beams" in err
+    rc, err = run("model_vqa_loader", *args, capsys=capsys)  # the model does not load
+    assert rc == 2 and "--model-path" in err
+    assert not (tmp_path / "a.jsonl").exists()  # no empty answers file left behind
+
+
+def test_resume_refuses_a_file_that_is_not_an_answers_file(qdir, tmp_path, capsys):
+    # A complete (newline-terminated) last line that is not an answer is not an interrupted
+    # write: the file must not be rewritten without it.
+    out = tmp_path / "results.json"
+    out.write_text('{"v1_0": "an MM-Vet results file"}\n')
+    before = out.read_bytes()
+    rc, err = run("model_vqa_loader", "--model-path", "/nonexistent/llava-x", "--question-file",
+                  qdir / "questions.jsonl", "--image-folder", qdir / "images", "--answers-file", out, capsys=capsys)
+    assert rc == 2 and "line 1: not a complete answer line" in err
+    assert out.read_bytes() == before
+
+
 def test_chunk_errors(qdir, tmp_path, capsys):
     args = ["--model-path", "/nonexistent/llava-x", "--question-file", qdir / "questions.jsonl",
             "--image-folder", qdir / "images", "--answers-file", tmp_path / "a.jsonl"]

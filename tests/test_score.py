@@ -97,6 +97,25 @@ def test_answer_without_text_is_refused(tmp_path):
         read_answers(str(f))
 
 
+def test_empty_answers_file_is_refused(tmp_path, capsys):
+    f = tmp_path / "empty.jsonl"
+    f.write_text("")
+    with pytest.raises(ScoreInputError, match="has no answers"):
+        read_answers(str(f))
+    rc, _, err, _ = run_cli(["mmvet", "--answers-file", f, "--dst", tmp_path / "o.json"], capsys)
+    assert rc == 2 and "empty.jsonl has no answers" in err and not (tmp_path / "o.json").exists()
+
+
+def test_malformed_ground_truth_is_a_clear_error():
+    with pytest.raises(ScoreInputError, match="'answers' is not a list of strings"):
+        score_textvqa([ans(1, "a")], [{"question_id": 1, "answers": "abc"}])  # was scored per character
+    with pytest.raises(ScoreInputError, match="'answers' is not a non-empty list"):
+        score_vqav2([ans(1, "a")], [{"question_id": 1, "answers": [{"answer": 3}]}])
+    with pytest.raises(ScoreInputError, match="problem 'p2'"):
+        score_sqa([ans("p1", "A")], {"p1": {"choices": ["a", "b"], "answer": 0}, "p2": "bad"}, ["p1", "p2"],
+                  allow_missing=True)
+
+
 # ----------------------------------------------------------------------------- VQA normalizer
 
 @pytest.mark.parametrize("raw, expected", [
@@ -356,6 +375,14 @@ def test_pope_refuses_missing_answer_and_split(tmp_path):
     del anns["random"]
     with pytest.raises(ScoreInputError, match="no coco_pope_random.json"):
         score_pope(answers, questions, anns)
+
+
+def test_pope_refuses_answers_to_other_questions(tmp_path):
+    answers, questions, ann_dir = _pope_files(tmp_path, POPE_HAND)
+    from llava_star.eval.score.pope import load_annotations
+    answers[1] = dict(answers[1], prompt=answers[0]["prompt"])  # same ids, another question file
+    with pytest.raises(ScoreInputError, match="different question file"):
+        score_pope(answers, questions, load_annotations(str(ann_dir))["annotations"])
 
 
 def _pope_real():

@@ -106,6 +106,14 @@ def build_parser(prog: str, description: str, *, question_file: str, conv_mode: 
     return p
 
 
+def check_conv_mode(conv_mode: str) -> None:
+    from llava.conversation import conv_templates
+
+    if conv_mode not in conv_templates:
+        raise EvalInputError(f"--conv-mode {conv_mode!r} is not one of llava's templates: "
+                             f"{', '.join(sorted(conv_templates))}")
+
+
 def method_config(args):
     """The MethodConfig for the loader: None for --method none (stock llava)."""
     from llava_star.cli import method_from_args
@@ -126,6 +134,14 @@ def check_args(args) -> None:
         raise EvalInputError(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.max_new_tokens < 1:
         raise EvalInputError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
+    if getattr(args, "num_beams", 1) < 1:
+        raise EvalInputError(f"--num_beams must be at least 1, got {args.num_beams}")
+    check_conv_mode(args.conv_mode)
+    if str(args.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EvalInputError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
     try:
         args.method_config = method_config(args)
     except SystemExit as e:  # method_from_args: "error: ..."
@@ -282,7 +298,9 @@ def read_existing_answers(path: str) -> Tuple[Dict[Tuple[str, str], str], bool]:
         except json.JSONDecodeError:
             ok = False
         if not ok:
-            if last:
+            # Our writer emits each line and its newline in one write, so only an
+            # unterminated last line can be an interrupted append; anything else is not ours.
+            if last and not ends_clean:
                 warnings.warn(f"{path}: line {i} is incomplete (an interrupted run?); dropping it "
                               f"and answering that question again")
                 dirty = True
@@ -335,16 +353,24 @@ class AnswerWriter:
             if dirty:
                 _atomic_write(path, done.values())
             self.target = path
-            self.file = open(path, "a", encoding="utf-8")
+            self.mode = "a"
         else:
             # Never half-overwrite an old file (--no-resume): write next to it, rename at the end.
             self.target = path + ".tmp" if os.path.exists(path) else path
-            self.file = open(self.target, "w", encoding="utf-8")
+            self.mode = "w"
+        # Opened at the first answer, so a run that stops before answering anything (bad
+        # flag, model that does not load, ...) leaves no empty answers file behind.
+        self.file = None
+
+    def _open(self) -> None:
+        if self.file is None:
+            self.file = open(self.target, self.mode, encoding="utf-8")
 
     def write(self, record: Dict[str, Any]) -> None:
         key = answer_key(record["question_id"], record["prompt"])
         if key in self.done:  # cannot happen: pending questions exclude answered ones
             raise RuntimeError(f"question {record['question_id']!r} answered twice")
+        self._open()
         line = json.dumps(record)
         self.file.write(line + "\n")
         self.file.flush()
@@ -352,12 +378,13 @@ class AnswerWriter:
         self.written_order.append(key)
 
     def close(self) -> None:
-        if not self.file.closed:
+        if self.file is not None and not self.file.closed:
             self.file.flush()
             self.file.close()
 
     def finish(self) -> int:
         """Close, put the lines in question order (rewriting only if needed), move into place."""
+        self._open()  # a chunk with nothing to answer still gets its (possibly empty) file
         self.close()
         ordered = [k for k in self.order if k in self.done]
         if ordered != self.written_order:
@@ -405,6 +432,9 @@ def load_model(args, model_name: str):
             fixed_grid=args.fixed_grid)
     except (FileNotFoundError, ValueError) as e:
         raise EvalInputError(str(e)) from None
+    except OSError as e:  # transformers: not a checkpoint directory, hub id unreachable, ...
+        which = f"--model-path {args.model_path}" + (f" / --model-base {args.model_base}" if args.model_base else "")
+        raise EvalInputError(f"cannot load the model ({which}): {e}") from None
     if getattr(model, "star_plan", None) is None:
         count_visual_tokens(model)
     return tokenizer, model, processor
@@ -592,6 +622,7 @@ def run(args, items: List[Item], question_path: str, gen_kwargs: Callable[[Any],
         model_name = get_model_name_from_path(os.path.expanduser(args.model_path))
         if adjust_conv_mode is not None:
             adjust_conv_mode(args, model_name)
+            check_conv_mode(args.conv_mode)
         before = len(chunk) - len(pending) - len(bad)
         print(f"{prog}: chunk {args.chunk_idx + 1}/{args.num_chunks} of {question_path}: {len(chunk)} questions, "
               f"{before} already answered, {len(pending)} to go -> {answers_file}", file=sys.stderr, flush=True)

@@ -154,7 +154,14 @@ score() {
     local bench="$1" prefix="$2"
     shift 2
     mkdir -p "$(dirname "$prefix")"
-    "$PYTHON" -m llava_star.eval.score "$bench" "$@" ${SCORE_EXTRA[@]+"${SCORE_EXTRA[@]}"} | tee "$prefix.txt"
-    tail -n 1 "$prefix.txt" > "$prefix.json"
+    # Written aside and moved into place only on success: a failed re-score must not leave an
+    # emptied report next to the previous run's headline JSON (numbers for other answers).
+    if ! "$PYTHON" -m llava_star.eval.score "$bench" "$@" ${SCORE_EXTRA[@]+"${SCORE_EXTRA[@]}"} | tee "$prefix.txt.tmp"; then
+        rm -f "$prefix.txt.tmp" "$prefix.txt" "$prefix.json"
+        die "scoring failed (see the error above); no scores written to $prefix.{txt,json}"
+    fi
+    tail -n 1 "$prefix.txt.tmp" > "$prefix.json.tmp"
+    mv "$prefix.txt.tmp" "$prefix.txt"
+    mv "$prefix.json.tmp" "$prefix.json"
     echo "$(basename "$0"): scores in $prefix.txt and $prefix.json" >&2
 }

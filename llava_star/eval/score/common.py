@@ -78,6 +78,8 @@ def require_keys(records: Iterable[Dict[str, Any]], keys: Sequence[str], path: s
 def read_answers(path: str, flag: str = "--answers-file") -> List[Dict[str, Any]]:
     """Read a LLaVA answers file (question_id, prompt, text, answer_id, model_id, metadata)."""
     answers = read_jsonl(path, flag)
+    if not answers:
+        raise ScoreInputError(f"{flag}: {path} has no answers (empty file)")
     require_keys(answers, ("question_id", "text"), path, flag)
     for a in answers:
         if not isinstance(a["text"], str):

@@ -91,6 +91,13 @@ def score_pope(answers: List[Dict[str, Any]], questions: List[Dict[str, Any]],
     missing = [k for k in qids if k not in ans]
     if missing:
         raise ScoreInputError(f"{source}: {len(missing)} questions of --question-file have no answer: {preview(missing)}")
+    # LLaVA's runner writes the question text as the answer's prompt: an answers file made
+    # from another question file with the same ids would otherwise be scored silently.
+    for k, a in ans.items():
+        if "prompt" in a and a["prompt"] != qids[k]["text"]:
+            raise ScoreInputError(f"{source}, line {a.get('__line__', '?')}: the prompt of question {k!r} is "
+                                  f"{a['prompt']!r} but --question-file asks {qids[k]['text']!r} "
+                                  f"(answers made from a different question file?)")
 
     splits = {}
     for split in sorted(annotations):

@@ -37,8 +37,11 @@ def score_textvqa(answers: List[Dict[str, Any]], annotations: List[Dict[str, Any
     by_img_q: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     for a in annotations:
         for k in ("question_id", "answers"):
-            if k not in a:
+            if not isinstance(a, dict) or k not in a:
                 raise ScoreInputError(f"--annotation-file: an entry has no {k!r}: {preview([a], 1)}")
+        if not isinstance(a["answers"], list) or not all(isinstance(x, str) for x in a["answers"]):
+            raise ScoreInputError(f"--annotation-file: question {a['question_id']!r}: 'answers' is not a "
+                                  f"list of strings")
         by_qid[a["question_id"]] = a
         if "image_id" in a and "question" in a:
             by_img_q.setdefault((a["image_id"], a["question"].lower()), []).append(a)

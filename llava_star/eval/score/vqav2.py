@@ -77,7 +77,11 @@ def score_vqav2(answers: List[Dict[str, Any]], annotations: List[Dict[str, Any]]
     per_type: Dict[str, List[float]] = {}
     for k in qids:
         ann = anns[k]
-        gts = [g["answer"] if isinstance(g, dict) else g for g in ann["answers"]]
+        gts = [g.get("answer") if isinstance(g, dict) else g for g in ann["answers"]] \
+            if isinstance(ann["answers"], list) else None
+        if not gts or not all(isinstance(g, str) for g in gts):
+            raise ScoreInputError(f"--annotation-file: question {k}: 'answers' is not a non-empty list of "
+                                  f"answers ({{answer: str}} or str)")
         s = vqa_answer_scores(gts).get(normalize_vqa_answer(by_id[k]["text"]), 0.0) if k in by_id else 0.0
         total += s
         t = ann.get("answer_type")

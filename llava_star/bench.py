@@ -455,15 +455,20 @@ def load_model(args, device, dtype):
         if args.geometry or args.random_weights:
             raise SystemExit("error: --model-path runs a real checkpoint; drop --geometry/--random-weights")
         from .loader import load_pretrained_model
-        _, model, processor, _ = load_pretrained_model(args.model_path, args.model_base, None, star=None,
-                                                       device=str(device), dtype=dtype,
-                                                       attn_implementation=args.attn)
+        try:
+            _, model, processor, _ = load_pretrained_model(args.model_path, args.model_base, None, star=None,
+                                                           device=str(device), dtype=dtype,
+                                                           attn_implementation=args.attn)
+        except (OSError, ValueError, NotImplementedError) as err:
+            msg = str(err) if "--model-path" in str(err) else f"cannot load --model-path {args.model_path}: {err}"
+            raise SystemExit(f"error: {msg}") from None
         model.star_bench_processor = processor
         return model, geometry_of(model, os.path.basename(args.model_path.rstrip("/"))), args.model_path
     g = get_geometry(args.geometry or "cpu-mid")
     if g.crops != 1:
-        raise SystemExit(f"error: geometry {g.name} is theory-only (the engine runs LLaVA-1.5's layout); "
-                         "see python -m llava_star.flops")
+        raise SystemExit(f"error: geometry {g.name} is theory-only here (random-weight models are built in "
+                         "LLaVA-1.5's flat layout); bench a NeXT checkpoint with --model-path, or see "
+                         "python -m llava_star.flops")
     model = build_model(g, device=device, dtype=dtype, attn_implementation=args.attn, seed=args.seed)
     return model, g, f"{g.name} (random weights)"
 
@@ -475,8 +480,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.new_tokens < 1 or args.repeats < 1 or args.warmup < 0:
         raise SystemExit("error: --new-tokens and --repeats must be >= 1, --warmup >= 0")
-    if args.text_after < 1 or args.text_before < 0:
+    if args.text_after < 1:
         raise SystemExit("error: --text-after must be >= 1 (decoder scores read the text after the image)")
+    if args.text_before < 0:
+        raise SystemExit(f"error: --text-before must be >= 0, got {args.text_before}")
+    if args.batch < 1:
+        raise SystemExit(f"error: --batch must be >= 1, got {args.batch}")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is available")
@@ -501,6 +512,15 @@ def main(argv=None) -> int:
                             warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    if args.profile and not any(c.label == args.profile for c in cases):
+        raise SystemExit(f"error: --profile {args.profile}: no such row ({', '.join(c.label for c in cases)})")
+    try:  # fail now, not after the whole run
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        probe = Path(args.out_dir) / ".llava_star_bench_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SystemExit(f"error: --out-dir {args.out_dir}: not writable ({err})") from None
     text_tokens = args.text_before + args.text_after
     ids = prompt_ids(text_tokens, args.text_before, g.vocab, args.seed, args.batch).to(device)
     gen = torch.Generator().manual_seed(args.seed)

@@ -21,12 +21,15 @@ DEFAULT_CKPT = Path(os.environ.get("LLAVA_STAR_HOME", Path.home() / ".cache" / "
 
 
 def load_image(path):
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if path:
         if not os.path.isfile(path):
             raise SystemExit(f"error: --image {path}: no such file")
-        return Image.open(path).convert("RGB"), path
+        try:
+            return Image.open(path).convert("RGB"), path
+        except (UnidentifiedImageError, OSError) as err:
+            raise SystemExit(f"error: --image {path}: cannot read it as an image ({err})") from None
     try:
         from skimage import data
     except ImportError:
@@ -57,6 +60,15 @@ def run(model, tokenizer, processor, image, question, conv_mode, max_new_tokens,
     return answer, statistics.median(times[1:]), getattr(model, "star_record", None)
 
 
+def default_conv_mode(model_path: str) -> str:
+    name = os.path.basename(os.path.normpath(model_path)).lower()
+    if "mistral" in name:
+        return "mistral_instruct"
+    if "v1.6-34b" in name:
+        return "chatml_direct"
+    return "vicuna_v1"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m llava_star.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,17 +77,20 @@ def main(argv=None):
     parser.add_argument("--model-base", default=None)
     parser.add_argument("--image", default=None, help="image file (default: a scikit-image sample photo)")
     parser.add_argument("--question", default="What is shown in this image?")
-    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--conv-mode", default=None,
+                        help="conversation template (default: from the model name, as llava's run_llava: "
+                             "mistral_instruct for Mistral, chatml_direct for v1.6-34b, else vicuna_v1)")
     parser.add_argument("--max_new_tokens", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_method_args(parser)
+    parser.set_defaults(method="star")  # the demo compares a method with the baseline: STAR (keep 58)
     args = parser.parse_args(argv)
-    if args.method == "none":  # the demo's point is the comparison: default to STAR@58
-        args.method, args.budget = "star", args.budget or 58
+    if args.method == "none":
+        parser.error("--method none: the demo always runs the baseline too; choose a pruning method")
     method = method_from_args(args)
 
     from .loader import load_pretrained_model
-    from .model.llava import apply_star
+    from .model.llava import apply_star, resolve_plan
 
     path = args.model_path
     if path is None:
@@ -85,15 +100,26 @@ def main(argv=None):
             print(f"building the tiny offline checkpoint at {path} ...")
             build(path, force=True)
     image, image_name = load_image(args.image)
-    tokenizer, model, processor, _ = load_pretrained_model(path, args.model_base, None, device=args.device)
+    try:
+        tokenizer, model, processor, _ = load_pretrained_model(path, args.model_base, None, device=args.device)
+    except (OSError, ValueError, NotImplementedError) as err:
+        msg = str(err) if "--model-path" in str(err) else f"cannot load --model-path {path}: {err}"
+        raise SystemExit(f"error: {msg}") from None
+    try:  # check the method against this model before the baseline run, not after it
+        resolve_plan(model, method)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.conv_mode is None:
+        args.conv_mode = default_conv_mode(path)
     print(f"model: {path}\nimage: {image_name} {image.size}\nquestion: {args.question}\n")
     rows = []
     answer, t, _ = run(model, tokenizer, processor, image, args.question, args.conv_mode, args.max_new_tokens)
-    n = model.get_vision_tower().num_patches
-    rows.append(("baseline (stock llava)", n, f"{n} -> {n}", f"{float(n):.1f}", t, answer))
+    baseline = (answer, t)
     apply_star(model, method)
     answer, t, rec = run(model, tokenizer, processor, image, args.question, args.conv_mode, args.max_new_tokens)
     r = rec[0]
+    n = r.num_patches  # the image's patch tokens before pruning (more than 576 on LLaVA-NeXT)
+    rows.append(("baseline (stock llava)", n, f"{n} -> {n}", f"{float(n):.1f}", baseline[1], baseline[0]))
     label = f"{method.name}" + (f"@{method.budget}" if method.budget else "")
     rows.append((label, r.num_patches, f"{r.stage1_kept.numel()} -> {r.stage2_kept.numel()}",
                  f"{r.t_eq:.1f}", t, answer))

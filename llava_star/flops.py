@@ -46,15 +46,27 @@ def split_text(text_tokens: int, text_before: Optional[int] = None):
 # --------------------------------------------------------------------------- counts
 def visual_counts(plan: Plan, g: Geometry):
     """(visual tokens after the vision stage, visual tokens each decoder layer sees), per
-    image, exactly as the engine resolves the plan (counts per 576-patch crop, times crops)."""
-    P = g.num_patches
-    first = count_of(plan.vision.keep, P) if plan.vision is not None else P
+    image, as the engine resolves the plan. Multi-crop geometries (NeXT, unpad and newline
+    rows ignored) follow `plan.unit`: "crop" keeps that many of every crop's 576 patches;
+    "image" (the engine's default) spreads an int vision budget evenly over the crops
+    (rounded up per crop) and keeps an int decoder budget for the whole image. Ratios are of
+    every crop's patches (vision) or of all the image's patches (decoder) in both units."""
+    P, C = g.num_patches, g.crops
+    per_crop = plan.unit == "crop" or C == 1
+    if plan.vision is None:
+        first = P * C
+    elif per_crop or isinstance(plan.vision.keep, float):
+        first = count_of(plan.vision.keep, P) * C
+    else:
+        first = -(-plan.vision.keep // C) * C
     prev, stages, per_layer = first, {st.layer: st for st in plan.decoder}, []
     for i in range(g.layers):
         if i in stages:
-            prev = min(count_of(stages[i].keep, P), prev)
-        per_layer.append(prev * g.crops)
-    return first * g.crops, per_layer
+            keep = stages[i].keep
+            k = count_of(keep, P * C) if isinstance(keep, float) else keep * (C if per_crop else 1)
+            prev = min(k, prev)
+        per_layer.append(prev)
+    return first, per_layer
 
 
 # ---------------------------------------------------------------- MAC formulas
@@ -541,7 +553,8 @@ def _plans_for_all(args, g: Geometry):
         b = budget
         if name == "sparsevlm" and b not in SPARSEVLM_SCHEDULES:
             b = min(SPARSEVLM_SCHEDULES, key=lambda s: (abs(s - budget), s))  # nearest published schedule
-        out.append((name, b, method_plan(name, b, g)))
+        unit = {"unit": args.budget_unit} if getattr(args, "budget_unit", "image") != "image" else {}
+        out.append((name, b, method_plan(name, b, g, **unit)))
     return out
 
 
@@ -551,8 +564,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     g = get_geometry(args.geometry)
     if args.measured and g.crops != 1:
-        raise SystemExit(f"error: --measured needs a geometry the engine runs (LLaVA-1.5 layout); "
-                         f"{g.name} is theory-only")
+        raise SystemExit(f"error: --measured builds a meta model in LLaVA-1.5's flat layout; {g.name} is "
+                         "theory-only here (python -m llava_star.bench --model-path counts a real NeXT prefill)")
     if args.method == "all":
         plans = _plans_for_all(args, g)
     else:

@@ -101,7 +101,8 @@ GEOMETRIES: Dict[str, Geometry] = {
     "llava-next-7b": Geometry("llava-next-7b", layers=32, hidden=4096, intermediate=11008, heads=32, crops=5,
                               note="llava-v1.6-vicuna-7b at 672x672 (2x2 grid): 5 crops x 576 = 2880 visual "
                                    "tokens; unpadding and the per-row newline tokens are ignored (theory "
-                                   "only: the engine refuses anyres models)"),
+                                   "only: build_model makes LLaVA-1.5's flat layout; bench a real NeXT "
+                                   "checkpoint with --model-path)"),
     # For this project's 2-core CPU: LLaMA-like decoder of 8 layers; CLIP keeps the real
     # 336/14 grid (576 patches + CLS, 24 layers, select -2) but a width of 256, because at
     # width 1024 the tower costs 2.5x the whole decoder and would hide what pruning saves.

@@ -8,19 +8,21 @@ user runs by hand, chunked over the GPUs in CUDA_VISIBLE_DEVICES). A cell is fin
 its scores file exists; finished cells are never rerun, and an interrupted cell continues
 where its answers file stopped (the runner resumes). Delete one cell's scores file to rerun
 just that cell. Writes `<out-dir>/table.md`, `table.csv`, `cells.json` and `scores.png`.
-Runner flags after `--` go to every cell (e.g. `-- --device cpu --max_new_tokens 4`).
+Runner flags after `--` go to every cell (e.g. `-- --device cpu --max_new_tokens 4`); they are part
+of each cell's name (a short hash), so a sweep with other flags never reuses these cells.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -34,7 +36,8 @@ HEADLINE = {
     "sqa": ("SQA-IMG", "img_accuracy"), "textvqa": ("TextVQA", "accuracy"),
     "pope": ("POPE", "mean_f1"), "mme": ("MME", "perception"), "mmvet": ("MM-Vet", None),
 }
-# Published numbers shown beside ours (source: LLaVA's release, as stored in shared/README).
+# Published numbers shown beside ours: LLaVA-1.5-13B's MME perception and POPE mean F1 as
+# LLaVA reports them (its model zoo / paper).
 # The STAR paper's own Table 1 values are not bundled; pass them with --paper-numbers.
 ALLOW_MISSING = {"mme", "gqa", "textvqa", "sqa", "vqav2"}  # scorers that take --allow-missing
 PUBLISHED = {"llava-v1.5-13b": {"none": {None: {"mme": 1531.3, "pope": 85.9}}}}
@@ -49,9 +52,14 @@ def bench_dir(bench: str) -> str:
     return m.group(1)
 
 
-def cell_name(model: str, method: str, budget: Optional[int]) -> str:
+def cell_name(model: str, method: str, budget: Optional[int], extra: Sequence[str] = ()) -> str:
+    """`<model>_<method>[-b<budget>][-x<hash of the runner flags after -->]`: a sweep run with
+    other runner flags (--budget-unit crop, --max_new_tokens, ...) gets cells of its own
+    instead of reusing scores made under different settings."""
     base = Path(model.rstrip("/")).name
     name = f"{base}_{method}" + (f"-b{budget}" if budget is not None else "")
+    if extra:
+        name += "-x" + hashlib.sha1("\0".join(extra).encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9._-]", "-", name)
 
 
@@ -194,25 +202,34 @@ def main(argv=None) -> int:
         budgets = [int(b) for b in args.budgets.split(",") if b]
     except ValueError:
         raise SystemExit(f"error: --budgets must be integers, got {args.budgets!r}") from None
+    if any(b <= 0 for b in budgets):
+        raise SystemExit(f"error: --budgets must be positive token counts, got {args.budgets!r}")
     paper = {k.lower(): {m: {(None if b in (None, "null") else int(b)): v for b, v in bud.items()}
                          for m, bud in ms.items()} for k, ms in PUBLISHED.items()}
     if args.paper_numbers:
         try:
             extra_paper = json.loads(Path(args.paper_numbers).read_text())
-        except (OSError, ValueError) as err:
-            raise SystemExit(f"error: --paper-numbers {args.paper_numbers}: {err}") from None
-        for k, ms in extra_paper.items():
-            for m, bud in ms.items():
-                for b, v in bud.items():
-                    key = None if b in (None, "null") else int(b)
-                    paper.setdefault(k.lower(), {}).setdefault(m, {}).setdefault(key, {}).update(v)
+            for k, ms in extra_paper.items():
+                for m, bud in ms.items():
+                    for b, v in bud.items():
+                        key = None if b in (None, "null") else int(b)
+                        if not all(isinstance(x, (int, float)) for x in v.values()):
+                            raise ValueError(f"{k}/{m}/{b}: scores must be numbers")
+                        paper.setdefault(k.lower(), {}).setdefault(m, {}).setdefault(key, {}).update(v)
+        except (OSError, ValueError, AttributeError, TypeError) as err:
+            raise SystemExit(f"error: --paper-numbers {args.paper_numbers}: {err} (expected JSON "
+                             "{model: {method: {budget|null: {bench: value}}}})") from None
 
+    try:  # fail now, not after every cell has run
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f"error: --out-dir {args.out_dir}: {err}") from None
     eval_dir = Path(args.eval_dir)
     env = {**os.environ, "EVAL_DIR": str(eval_dir), "PYTHON": os.environ.get("PYTHON", sys.executable)}
     cells = build_cells(benchmarks, methods, budgets, not args.no_baseline)
     results, ran = [], 0
     for bench, method, budget in tqdm(cells, desc="cells", unit="cell"):
-        ckpt = cell_name(args.model_path, method, budget)
+        ckpt = cell_name(args.model_path, method, budget, extra)
         path = scores_path(eval_dir, bench, ckpt)
         if not path.exists():
             run_cell(bench, args.model_path, method, budget, ckpt, extra, env, args.allow_missing)
@@ -222,7 +239,7 @@ def main(argv=None) -> int:
         key = HEADLINE[bench][1]
         score = read_scores(path).get(key) if key else None
         results.append({"bench": bench, "method": method, "budget": budget, "ckpt": ckpt,
-                        "score": score, "scores_file": str(path)})
+                        "runner_flags": extra, "score": score, "scores_file": str(path)})
     write_outputs(Path(args.out_dir), args.model_path, results, benchmarks, paper)
     print(f"{len(cells)} cells, {ran} run now, {len(cells) - ran} already finished; "
           f"wrote {args.out_dir}/table.md, table.csv, scores.png")

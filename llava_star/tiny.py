@@ -170,6 +170,8 @@ def build(out_dir: str | os.PathLike, variant: str = "llava-v1.5", seed: int = 0
         raise TinyError(f"OUT_DIR name {out.name!r} must contain 'mistral' for --variant llava-mistral")
     if variant != "llava-mistral" and "mistral" in name:
         raise TinyError(f"OUT_DIR name {out.name!r} contains 'mistral' but --variant is {variant}")
+    if out.exists() and not out.is_dir():
+        raise TinyError(f"OUT_DIR {out} exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise TinyError(f"OUT_DIR {out} exists and is not empty (use --force to overwrite)")
@@ -207,6 +209,9 @@ def main(argv=None) -> int:
         path = build(args.out_dir, args.variant, args.seed, args.force)
     except TinyError as err:
         print(f"llava_star.tiny: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"llava_star.tiny: error: cannot write OUT_DIR {args.out_dir}: {err}", file=sys.stderr)
         return 2
     print(path)
     return 0

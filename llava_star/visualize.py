@@ -374,8 +374,18 @@ def main(argv=None) -> int:
     if args.max_new_tokens < 1:
         raise SystemExit(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
     out_dir = os.path.dirname(os.path.abspath(args.out))
+    if os.path.isdir(args.out):
+        raise SystemExit(f"error: --out {args.out}: is a directory; give a file name such as fig.png")
     if not os.path.isdir(out_dir):
         raise SystemExit(f"error: --out {args.out}: directory {out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK):
+        raise SystemExit(f"error: --out {args.out}: directory {out_dir} is not writable")
+    from matplotlib.figure import Figure
+    formats = Figure().canvas.get_supported_filetypes()
+    ext = os.path.splitext(args.out)[1].lstrip(".").lower()
+    if ext not in formats:
+        raise SystemExit(f"error: --out {args.out}: unknown image format {ext or '(no extension)'!r}; "
+                         f"use one of .{', .'.join(sorted(formats))}")
     image, image_name = _load_image(args.image)
     if args.model_path is not None:
         _check_model_path(args.model_path)
@@ -406,7 +416,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: --model-path {path}: {err}")
     except ValueError as err:
         raise SystemExit(f"error: {err}")
-    fig.savefig(args.out, dpi=DPI)
+    try:
+        fig.savefig(args.out, dpi=DPI)
+    except OSError as err:
+        raise SystemExit(f"error: --out {args.out}: cannot write it ({err})") from None
     rec = fig.llava_star_record
     print(f"model: {path}\nimage: {image_name} {image.size}\nquestion: {args.question}\n"
           f"answer: {fig.llava_star_answer!r}\n"

@@ -1,6 +1,7 @@
 """Smoke test of the benchmark on the tiny geometry (random weights, 1 repeat)."""
 import csv
 import json
+import re
 
 import pytest
 
@@ -73,6 +74,21 @@ def test_bad_arguments():
         bench.main(["--geometry", "tiny", "--repeats", "0"])
     with pytest.raises(SystemExit):
         bench.main(["--geometry", "tiny", "--methods", "nosuch", "--quiet", "--repeats", "1"])
+
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--model-path", "/nonexistent/llava-x"], "--model-path /nonexistent/llava-x: no such directory"),
+    (["--geometry", "tiny", "--batch", "0"], "--batch must be >= 1"),
+    (["--geometry", "tiny", "--threads", "-1"], "--threads must be >= 1"),
+    (["--geometry", "tiny", "--text-before", "-1"], "--text-before must be >= 0"),
+    (["--geometry", "tiny", "--profile", "star@7"], "--profile star@7: no such row"),
+    (["--geometry", "tiny", "--out-dir", "/proc/llava_star_nope"], "--out-dir /proc/llava_star_nope: not writable"),
+])
+def test_bad_arguments_are_named_before_running(argv, msg):
+    """Clear errors naming the flag, raised before any timed run (no traceback)."""
+    with pytest.raises(SystemExit, match=re.escape(msg)):
+        bench.main(argv + ["--quiet", "--repeats", "1"])
 
 
 def test_next_checkpoint(tiny_dir, tmp_path):

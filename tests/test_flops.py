@@ -115,8 +115,14 @@ def test_star_58_cuts_llava7b_flops_by_46_percent():
 def test_next_geometry_counts_crops():
     g = get_geometry("llava-next-7b")
     assert g.visual_tokens == 2880
-    t = flops.theory(g, flops.method_plan("star", 58, g), 64)
+    t = flops.theory(g, flops.method_plan("star", 58, g, unit="crop"), 64)
     assert t.tokens_per_layer == [5 * 504] * 16 + [5 * 58] * 16
+    # the engine's default unit "image": an int budget is for the whole image; an int vision
+    # budget is spread over the crops, rounded up per crop (llava.py _crop_keep_counts)
+    t = flops.theory(g, flops.method_plan("star", 58, g), 64)
+    assert t.tokens_per_layer == [5 * 504] * 16 + [58] * 16
+    assert flops.theory(g, flops.method_plan("fastervlm", 64, g), 64).tokens_per_layer == [5 * 13] * 32
+    assert flops.theory(g, flops.method_plan("fastervlm", 64, g, unit="crop"), 64).tokens_per_layer == [5 * 64] * 32
     stock = flops.theory(g, None, 64)
     assert stock.decoder == 2 * 32 * flops.decoder_layer_macs(2880 + 64, g)
     assert stock.vision == 2 * 5 * (flops.patch_embed_macs(g) + 24 * flops.clip_layer_macs(g))
@@ -158,3 +164,13 @@ def test_cli_errors_and_help(capsys):
         flops.main(["--method", "sparsevlm", "--budget", "58"])
     with pytest.raises(SystemExit):
         flops.main(["--method", "all", "--star-keep", "10"])
+
+
+def test_cli_next_budget_unit(capsys):
+    rows = {}
+    for unit in ("image", "crop"):
+        assert flops.main(["--geometry", "llava-next-7b", "--method", "star", "--budget", "58",
+                           "--budget-unit", unit, "--json"]) == 0
+        rows[unit] = json.loads(capsys.readouterr().out.strip())
+    assert rows["image"]["remaining"] == 58 and rows["crop"]["remaining"] == 290
+    assert rows["image"]["decoder_flops"] < rows["crop"]["decoder_flops"]

@@ -59,6 +59,25 @@ def test_driver_rejects_bad_flags(tmp_path, capsys):
 
     for argv, msg in ((["--model-path", "m", "--benchmarks", "mme,foo"], "unknown benchmark 'foo'"),
                       (["--model-path", "m", "--methods", "star,fastw"], "unknown pruning method 'fastw'"),
-                      (["--model-path", "m", "--budgets", "58,x"], "--budgets must be integers")):
+                      (["--model-path", "m", "--budgets", "58,x"], "--budgets must be integers"),
+                      (["--model-path", "m", "--budgets", "58,0"], "--budgets must be positive"),
+                      (["--model-path", "m", "--out-dir", str(tmp_path / "f" / "x")], "--out-dir ")):
+        if "--out-dir" in argv:
+            (tmp_path / "f").write_text("")  # a file where the folder should go
         with pytest.raises(SystemExit, match=msg):
             reproduce.main(argv)
+    bad = tmp_path / "paper.json"
+    for text in ("[1, 2]", '{"m": {"star": {"abc": {"mme": 1}}}}', '{"m": {"star": {"58": {"mme": "x"}}}}'):
+        bad.write_text(text)
+        with pytest.raises(SystemExit, match="--paper-numbers .*expected JSON"):
+            reproduce.main(["--model-path", "m", "--paper-numbers", str(bad), "--out-dir", str(tmp_path / "o")])
+
+
+def test_cell_name_carries_the_runner_flags():
+    from llava_star.reproduce import cell_name
+
+    assert cell_name("/ckpt/llava-v1.5-7b/", "star", 58) == "llava-v1.5-7b_star-b58"
+    crop = cell_name("llava-v1.5-7b", "star", 58, ["--budget-unit", "crop"])
+    assert crop.startswith("llava-v1.5-7b_star-b58-x") and crop != cell_name("llava-v1.5-7b", "star", 58)
+    assert crop == cell_name("llava-v1.5-7b", "star", 58, ["--budget-unit", "crop"])
+    assert crop != cell_name("llava-v1.5-7b", "star", 58, ["--budget-unit", "image"])

@@ -102,3 +102,7 @@ def test_cli_refuses_non_empty_dir_and_unknown_variant(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     r = _cli(str(tmp_path / "tiny-no-name"))
     assert r.returncode == 2 and "must contain 'llava'" in r.stderr
+    (tmp_path / "llava-file").write_text("")
+    r = _cli(str(tmp_path / "llava-file"), "--force")
+    assert r.returncode == 2 and "not a directory" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "llava-file").is_file()

@@ -109,6 +109,12 @@ def test_cli_errors_name_the_flag(tmp_path, capsys):
     with pytest.raises(SystemExit, match="--model-path .*no such directory"):
         main(["--model-path", str(tmp_path / "nope"), "--image", str(tmp_path / "c.png"),
               "--out", str(tmp_path / "a.png")])
+    # --out is checked before any model runs: a directory, or a name matplotlib cannot write
+    with pytest.raises(SystemExit, match="--out .*is a directory"):
+        main(["--model-path", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    for name in ("fig", "fig.xyz"):
+        with pytest.raises(SystemExit, match="--out .*unknown image format"):
+            main(["--model-path", str(tmp_path / "nope"), "--out", str(tmp_path / name)])
 
 
 def test_cli_writes_png(tiny15, images, tmp_path, capsys):

@@ -16,7 +16,12 @@ class PruneRecord:
     stage2_kept: the same grid indices for the visual tokens that survive the last decoder
         stage; equal to stage1_kept when there is no decoder stage.
     tokens_per_layer: visual tokens each decoder layer saw.
-    stage1_scores / stage2_scores: the scores the selections used (None where not scored).
+    stage1_scores: the vision stage's score of every patch, by grid index (None where not
+        scored).
+    stage2_scores: per decoder stage, the scores of the patches it ranked, aligned with
+        stage1_kept (first stage) or decoder_kept[i - 1] (later stages).
+    decoder_kept: per decoder stage, the grid indices it kept, ascending.
+    On LLaVA-NeXT a grid index is crop * 576 + patch (crop 0 = the base image).
     """
     num_patches: int
     stage1_kept: torch.Tensor

@@ -282,9 +282,13 @@ def crop_views(image, image_processor, model_config) -> List[np.ndarray]:
 
 def render_crops(model, tokenizer, image_processor, image, question, conv_mode="vicuna_v1",
                  max_new_tokens=16, *, dim: float = DIM):
-    """LLaVA-NeXT: one column per crop (base image first), stage-1 kept patches on top and the
-    final kept patches below. Kept ids are `crop * 576 + patch` (see PruneRecord). Cells that
-    llava's unpad removed are dimmed in both rows, since they never reached the LLM."""
+    """LLaVA-NeXT: one column per crop (base image first). Rows: stage-1 kept patches, final
+    kept patches, stage-1 score map, last decoder stage's score map (each score row on one
+    colour scale). Kept ids are `crop * 576 + patch` (see PruneRecord). Cells that llava's
+    unpad removed are dimmed in the overlays (they never reached the LLM) and blank in the
+    decoder score map; CLIP scored them, so the stage-1 map shows them. Axes are labelled `stage1_crop<c>`, `stage2_crop<c>`,
+    `stage1_scores_crop<c>`, `stage2_scores_crop<c>`."""
+    import matplotlib
     from matplotlib.figure import Figure
 
     side = int(model.get_vision_tower().num_patches_per_side)
@@ -293,19 +297,52 @@ def render_crops(model, tokenizer, image_processor, image, question, conv_mode="
     answer, rec = _generate(model, tokenizer, image_processor, image, question, conv_mode, max_new_tokens)
     if rec is None or rec.image_span is None:
         raise RuntimeError("the model recorded no image span for this prompt (no <image> token reached it)")
+    plan = model.star_plan
     kept1, kept2 = _np(rec.stage1_kept).astype(np.int64), _np(rec.stage2_kept).astype(np.int64)
     n = len(views)
-    fig = Figure(figsize=(3.0 * n + 0.5, 7.2), dpi=DPI)
+    # score maps over the whole image (crop * per_crop + patch), NaN where nothing was scored
+    s1 = np.full(n * per_crop, np.nan)
+    if rec.stage1_scores is not None and rec.stage1_scores.numel() == n * per_crop:
+        s1[:] = _np(rec.stage1_scores).astype(np.float64)  # CLIP scores every patch of every crop
+    s2 = np.full(n * per_crop, np.nan)
+    s2_layer = None
+    if rec.stage2_scores:
+        i = len(rec.stage2_scores) - 1
+        scored = kept1 if i == 0 else _np(rec.decoder_kept[i - 1]).astype(np.int64)
+        vals = _np(rec.stage2_scores[i]).astype(np.float64).reshape(-1)
+        if vals.size == scored.size:
+            s2[scored] = vals
+        s2_layer = plan.decoder[i].layer if i < len(plan.decoder) else None
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad=(1, 1, 1, 0))
+
+    fig = Figure(figsize=(3.0 * n + 0.8, 13.0), dpi=DPI)
     for c, view in enumerate(views):
+        crop_ids = slice(c * per_crop, (c + 1) * per_crop)
+        name = "base" if c == 0 else f"crop {c}"
         for row, (kept, label) in enumerate(((kept1, "stage 1"), (kept2, "final"))):
             cells = kept[(kept >= c * per_crop) & (kept < (c + 1) * per_crop)] - c * per_crop
-            ax = fig.add_subplot(2, n, row * n + c + 1, label=f"{'stage1' if row == 0 else 'stage2'}_crop{c}")
+            ax = fig.add_subplot(4, n, row * n + c + 1, label=f"{'stage1' if row == 0 else 'stage2'}_crop{c}")
             ax.imshow(overlay(view, cells, side, dim), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
-            ax.set_title(f"{'base' if c == 0 else f'crop {c}'}: {label} {cells.size}/{per_crop}", fontsize=9)
+            ax.set_title(f"{name}: {label} {cells.size}/{per_crop}", fontsize=9)
+        for row, (scores, label, title) in enumerate(((s1, "stage1_scores", "stage 1 scores"),
+                                                      (s2, "stage2_scores", f"stage 2 scores (layer {s2_layer})"))):
+            ax = fig.add_subplot(4, n, (row + 2) * n + c + 1, label=f"{label}_crop{c}")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{name}: {title}", fontsize=9)
+            finite = scores[np.isfinite(scores)]
+            if finite.size == 0:
+                ax.text(0.5, 0.5, "not scored", ha="center", va="center", transform=ax.transAxes, color="0.4")
+                continue
+            vmin, vmax = float(finite.min()), float(np.percentile(finite, 99))
+            vmax = vmax if vmax > vmin else vmin + 1e-12
+            im = ax.imshow(np.ma.masked_invalid(scores[crop_ids].reshape(side, side)), cmap=cmap,
+                           interpolation="nearest", vmin=vmin, vmax=vmax)
+            if c == n - 1:
+                fig.colorbar(im, cax=ax.inset_axes([1.04, 0.0, 0.06, 1.0])).ax.tick_params(labelsize=7)
     q = textwrap.shorten(_printable(question), 120, placeholder=" ...")
     a = textwrap.fill(_printable(answer) or "(empty answer)", 100, max_lines=2, placeholder=" ...")
-    fig.suptitle(f"Q: {q}\nA: {a}\n{model.star_plan.name}: stage 1 kept {kept1.size} | final kept "
+    fig.suptitle(f"Q: {q}\nA: {a}\n{plan.name}: stage 1 kept {kept1.size} | final kept "
                  f"{kept2.size} of {rec.num_patches} | t_eq {rec.t_eq:.1f}", fontsize=10, parse_math=False)
     fig.llava_star_answer = answer
     fig.llava_star_record = rec

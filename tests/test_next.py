@@ -99,6 +99,11 @@ def test_layout_and_kept_sets_match_reference(tiny_dir, images, name):
         patch = torch.nonzero(grid >= 0).squeeze(1)
         top = patch[torch.topk(score[patch], 200).indices].sort().values
     assert rec.stage2_kept.tolist() == grid[top].tolist()
+    # the record's scores: CLIP's for every patch of every crop, the decoder's for the patches
+    # it ranked (newline rows left out), in stage1_kept order
+    torch.testing.assert_close(rec.stage1_scores, col.reshape(-1), atol=1e-5, rtol=1e-4)
+    assert grid[patch].tolist() == rec.stage1_kept.tolist()
+    torch.testing.assert_close(rec.stage2_scores[0], score[patch], atol=1e-5, rtol=1e-4)
     newlines = int((layout < 0).sum())
     assert rec.tokens_per_layer == [len(grid)] * 4 + [200 + newlines] * 4
 

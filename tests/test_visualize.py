@@ -75,8 +75,9 @@ def test_model_view_matches_process_images(tiny15, images):
 
 
 def test_render_next_one_column_per_crop(tiny_dir, images):
-    """NeXT: a stage-1 and a final panel per crop; each panel keeps exactly the record's kept
-    cells of its crop (undimmed) and dims the rest."""
+    """NeXT: per crop a stage-1 and a final panel, each keeping exactly the record's kept cells
+    of its crop (undimmed) and dimming the rest, and the two score maps holding the record's
+    scores in the right cells (blank where the decoder did not score)."""
     from llava_star import load_pretrained_model, StarConfig
     from llava_star.visualize import crop_views
 
@@ -87,12 +88,17 @@ def test_render_next_one_column_per_crop(tiny_dir, images):
     rec = fig.llava_star_record
     views = crop_views(image, proc, model.config)
     panels = {ax.get_label(): ax for ax in fig.axes}
-    assert len(panels) == 2 * len(views)
+    assert len(panels) == 4 * len(views)
+    s1, s2 = rec.stage1_scores.numpy(), np.full(576 * len(views), np.nan)
+    s2[rec.stage1_kept.numpy()] = rec.stage2_scores[0].numpy()  # STAR's stage 2 ranks stage 1's patches
     for c, view in enumerate(views):
         for row, kept in (("stage1", rec.stage1_kept), ("stage2", rec.stage2_kept)):
             cells = kept[(kept >= c * 576) & (kept < (c + 1) * 576)] - c * 576
             shown = panels[f"{row}_crop{c}"].get_images()[0].get_array()
             np.testing.assert_array_equal(np.asarray(shown), overlay(view, cells.numpy(), 24))
+        for label, want in (("stage1_scores", s1), ("stage2_scores", s2)):
+            shown = np.ma.filled(panels[f"{label}_crop{c}"].get_images()[0].get_array().astype(float), np.nan)
+            np.testing.assert_allclose(shown.reshape(-1), want[c * 576:(c + 1) * 576], rtol=1e-6)
     assert int(sum(((rec.stage2_kept >= c * 576) & (rec.stage2_kept < (c + 1) * 576)).sum()
                    for c in range(len(views)))) == 200
 

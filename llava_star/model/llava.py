@@ -187,17 +187,19 @@ class StarMixin:
                                  "llava merged")
             r = batch // len(spans)
             rep = lambda xs: None if xs is None else [x for x in xs for _ in range(r)]  # noqa: E731
-            if keep_mask is not None:
-                sizes = crops if crops else [1] * len(spans)
-                keep_mask = torch.cat(rep(list(keep_mask.split(sizes))))
+            sizes = crops if crops else [1] * len(spans)  # tower rows per sample
+            per_sample = lambda t: None if t is None else torch.cat(rep(list(t.split(sizes))))  # noqa: E731
+            keep_mask, last_scores = per_sample(keep_mask), per_sample(last_scores)
             spans, layouts, crops = rep(spans), rep(layouts), rep(crops)
             kept1 = None if kept1 is None else kept1.repeat_interleave(r, 0)
-            last_scores = None if last_scores is None else last_scores.repeat_interleave(r, 0)
-        lists, grids, starts, bases, scales = [], [], [], [], []
+        lists, grids, starts, bases, scales, scores1 = [], [], [], [], [], []
         first_crop = 0
         for b, span in enumerate(spans):
             real = torch.nonzero(valid_in[b]).squeeze(1)
             n_crops = crops[b] if crops else 1
+            # vision-stage scores by grid index (crop * P + patch on multi-crop images)
+            scores1.append(None if last_scores is None or span is None
+                           else last_scores[first_crop:first_crop + n_crops].reshape(-1).cpu())
             if span is None:
                 lists.append(real)
                 grids.append(torch.zeros(0, dtype=torch.long))
@@ -241,6 +243,15 @@ class StarMixin:
         hidden, _, counts, scores, kept = self.star_pruner.prefill(lm, embeds, valid, visual, cache)
         cache.seen_tokens = merged_len  # what generate's attention mask counts
         patches = lambda g: g[g >= 0].cpu()  # noqa: E731  (newline rows are not patches)
+
+        def patch_scores(b):
+            """Each decoder stage's scores of the patches it ranked (newline rows left out)."""
+            out, before = [], grids[b]
+            for s, k in zip(scores, kept):
+                out.append(s[b][before.to(s[b].device) >= 0].cpu())
+                before = k[b]
+            return out
+
         self.star_record = [
             PruneRecord(
                 num_patches=(bases[b] if spans[b] is not None else 0),
@@ -248,9 +259,8 @@ class StarMixin:
                 stage2_kept=patches(kept[-1][b] if kept else grids[b]),
                 tokens_per_layer=counts[b],
                 image_span=spans[b],
-                stage1_scores=None if last_scores is None or spans[b] is None or layouts is not None
-                else last_scores[b].cpu(),
-                stage2_scores=[s[b].cpu() for s in scores],
+                stage1_scores=scores1[b],
+                stage2_scores=patch_scores(b),
                 decoder_kept=[patches(k[b]) for k in kept],
             )
             for b in range(embeds.shape[0])

@@ -246,7 +246,10 @@ class ScoringProbe:
 
 # -------------------------------------------------------------------------- cases
 def build_cases(methods: List[str], budgets: List[int], g: Geometry, stock: bool = True,
-                none: bool = True, warn=print) -> List[Case]:
+                none: bool = True, warn=print, unit: str = "image", max_tokens: Optional[int] = None) -> List[Case]:
+    """`unit` / `max_tokens`: LLaVA-NeXT's budget convention and the most patch tokens a count
+    may refer to (see llava_star.model.llava.max_visual_tokens); LLaVA-1.5: one crop."""
+    knobs = {"unit": unit} if unit != "image" else {}
     cases = []
     if stock:
         cases.append(Case("stock", "stock", None, None))
@@ -257,7 +260,8 @@ def build_cases(methods: List[str], budgets: List[int], g: Geometry, stock: bool
             if name == "sparsevlm" and b not in SPARSEVLM_SCHEDULES:
                 warn(f"skipping sparsevlm@{b}: published schedules exist for {sorted(SPARSEVLM_SCHEDULES)}")
                 continue
-            plan = MethodConfig.from_name(name, b).plan(g.layers).validate(g.layers, g.num_patches)
+            plan = MethodConfig.from_name(name, b, **knobs).plan(g.layers).validate(
+                g.layers, max_tokens or g.num_patches)
             cases.append(Case(f"{name}@{b}", name, b, plan))
     return cases
 
@@ -433,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--text-before", type=int, default=35, help="prompt ids before the image")
     run.add_argument("--text-after", type=int, default=30, help="prompt ids after the image")
     run.add_argument("--batch", type=int, default=1)
+    run.add_argument("--budget-unit", default="image", choices=("image", "crop"),
+                     help="LLaVA-NeXT checkpoints: budgets per whole image (default) or per crop")
+    run.add_argument("--fixed-grid", type=int, default=None,
+                     help="LLaVA-NeXT checkpoints: one anyres grid for every image, e.g. 672 (2x2 + base)")
     run.add_argument("--image-size", default="672x672", metavar="WxH",
                      help="LLaVA-NeXT checkpoints: size of the synthetic image whose anyres crops are fed "
                           "(default 672x672: base + 2x2 crops)")
@@ -458,12 +466,15 @@ def load_model(args, device, dtype):
         try:
             _, model, processor, _ = load_pretrained_model(args.model_path, args.model_base, None, star=None,
                                                            device=str(device), dtype=dtype,
-                                                           attn_implementation=args.attn)
+                                                           attn_implementation=args.attn,
+                                                           fixed_grid=args.fixed_grid)
         except (OSError, ValueError, NotImplementedError) as err:
             msg = str(err) if "--model-path" in str(err) else f"cannot load --model-path {args.model_path}: {err}"
             raise SystemExit(f"error: {msg}") from None
         model.star_bench_processor = processor
         return model, geometry_of(model, os.path.basename(args.model_path.rstrip("/"))), args.model_path
+    if args.fixed_grid is not None or args.budget_unit != "image":
+        raise SystemExit("error: --fixed-grid and --budget-unit are for LLaVA-NeXT checkpoints (--model-path)")
     g = get_geometry(args.geometry or "cpu-mid")
     if g.crops != 1:
         raise SystemExit(f"error: geometry {g.name} is theory-only here (random-weight models are built in "
@@ -508,8 +519,11 @@ def main(argv=None) -> int:
     if args.out_dir is None:
         args.out_dir = os.path.join("results", "bench", f"{g.name}-{device.type}")
     try:
+        from .model.llava import max_visual_tokens
+
         cases = build_cases(methods, budgets, g, not args.no_stock, not args.no_none,
-                            warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+                            warn=lambda m: print(f"warning: {m}", file=sys.stderr), unit=args.budget_unit,
+                            max_tokens=max_visual_tokens(model, args.budget_unit) if args.model_path else None)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     if args.profile and not any(c.label == args.profile for c in cases):

@@ -112,3 +112,23 @@ def test_next_checkpoint(tiny_dir, tmp_path):
     per_layer = {k: [int(n) for n in r["tokens_per_layer"].split()] for k, r in (("star", star), ("stock", stock))}
     expect = sum(text + n for n in per_layer["star"]) / sum(text + n for n in per_layer["stock"])
     assert star["kv_cache_bytes"] / stock["kv_cache_bytes"] == pytest.approx(expect, rel=1e-6)
+
+
+def test_next_fixed_grid_and_whole_image_budget(tiny_dir, tmp_path):
+    """--fixed-grid 672 gives every image base + 2x2 crops (2880 patches, no unpad for a
+    square image, plus one newline per grid row); a whole-image budget may exceed 576."""
+    import json
+
+    from llava_star import bench
+
+    out = tmp_path / "grid"
+    assert bench.main(["--model-path", tiny_dir("llava-next"), "--device", "cpu", "--methods", "fastervlm",
+                       "--budgets", "700", "--fixed-grid", "672", "--image-size", "672x672", "--repeats", "1",
+                       "--warmup", "0", "--new-tokens", "1", "--no-scoring", "--ab-pairs", "0",
+                       "--out-dir", str(out), "--quiet"]) == 0
+    rows = {r["label"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
+    newlines = 2 * 24
+    assert rows["stock"]["t_eq"] == 5 * 576 + newlines
+    assert rows["fastervlm@700"]["t_eq"] == 700 + newlines  # 140 patches in each of the 5 crops
+    with pytest.raises(SystemExit, match="--fixed-grid and --budget-unit are for LLaVA-NeXT"):
+        bench.main(["--geometry", "tiny", "--fixed-grid", "672"])

@@ -193,3 +193,32 @@ def test_usage_and_ckpt_names(tmp_path):
     assert name("m/llava-v1.5-7b", "--method", "sparsevlm", "--sparsevlm-layers", "2,6,15", "--no-resume") == \
         "llava-v1.5-7b_sparsevlm-sparsevlm-layers2-6-15"
     assert name("runs/llava-x/checkpoint-500", "--method", "none") == "llava-x_checkpoint-500_none"
+
+
+def test_next_mistral_checkpoint_end_to_end(workspace, tiny_dir):
+    """A LLaVA-NeXT-Mistral checkpoint through pope.sh: the conversation template follows the
+    model name, anyres images go through the runner, per-crop budgets reach the record."""
+    root, data = workspace
+    model = tiny_dir("llava-mistral")
+    p = script("pope", model, "--method", "star", "--budget", "29", "--budget-unit", "crop", *FAST, eval_dir=root)
+    assert "conv mode mistral_instruct" in p.stderr
+    ckpt = f"{Path(model).name}_star-b29-budget-unitcrop"
+    answers, scores = outputs(root, "pope", ckpt)
+    rows = read_jsonl(answers)
+    assert [(r["question_id"], r["prompt"]) for r in rows] == expected_questions("pope", data["pope"])
+    for r in rows:
+        meta = r["metadata"]
+        assert meta["visual_tokens"] > 576 and meta["final_kept"] % 29 == 0 and meta["final_kept"] >= 3 * 29
+    assert json.loads(scores.read_text())["benchmark"] == "pope"
+
+
+def test_default_conv_mode():
+    def mode(path):
+        cmd = f'source "{SCRIPTS / "_common.sh"}"; default_conv_mode "$1"'
+        return subprocess.run(["bash", "-c", cmd, "x", path], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert mode("liuhaotian/llava-v1.5-7b") == "vicuna_v1"
+    assert mode("liuhaotian/llava-v1.6-vicuna-13b/") == "vicuna_v1"
+    assert mode("liuhaotian/llava-v1.6-Mistral-7b") == "mistral_instruct"
+    assert mode("liuhaotian/llava-v1.6-34b") == "chatml_direct"

@@ -10,6 +10,12 @@
 #   PYTHON                interpreter (default: `python` of the active environment)
 #   CKPT                  name of this run's answers (default: <model>_<method>[-b<budget>][-<knob><value>...])
 #   SCORE_ARGS            extra scorer flags, e.g. "--allow-missing"
+#   CONV_MODE             conversation template (default: from the model name: mistral_instruct
+#                         for *mistral*, chatml_direct for *34b*, else vicuna_v1 as LLaVA's scripts)
+#
+# LLaVA-NeXT (llava-v1.6-*) checkpoints work the same way; their pruning flags:
+#   --budget-unit image|crop   a budget for the whole image (default) or for every 576-patch crop
+#   --fixed-grid 672           every image on one 2x2 grid (2880 patch tokens), as the papers compare
 # Every runner flag after MODEL_PATH is passed through (later flags win over the script's own,
 # e.g. --conv-mode, --max_new_tokens 4, --batch-size 8, --device cpu, --no-resume).
 
@@ -34,8 +40,11 @@ usage: bash scripts/eval/$(basename "$0") MODEL_PATH [runner flags...]
   runner flags   passed to the llava_star.eval runner, e.g. --method star --budget 58
                  (see: $PYTHON -m llava_star.eval.model_vqa_loader --help)
 
+LLaVA-NeXT: the same, plus --budget-unit image|crop and --fixed-grid 672 if wanted;
+the conversation template follows the model name (set CONV_MODE or pass --conv-mode).
+
 Data: \$EVAL_DIR (now $EVAL_DIR), laid out as in eval/README.md.
-Env: EVAL_DIR, CUDA_VISIBLE_DEVICES (one chunk per GPU), PYTHON, CKPT, SCORE_ARGS.
+Env: EVAL_DIR, CUDA_VISIBLE_DEVICES (one chunk per GPU), PYTHON, CKPT, SCORE_ARGS, CONV_MODE.
 EOF
 }
 
@@ -77,6 +86,17 @@ ckpt_name() {
     printf '%s\n' "${name//[^A-Za-z0-9._-]/-}"
 }
 
+# default_conv_mode MODEL_PATH: the template LLaVA uses for that family of checkpoints.
+default_conv_mode() {
+    local name
+    name="$(basename "${1%/}" | tr '[:upper:]' '[:lower:]')"
+    case "$name" in
+        *mistral*) echo mistral_instruct ;;
+        *34b*) echo chatml_direct ;;
+        *) echo vicuna_v1 ;;
+    esac
+}
+
 # eval_init "$@": MODEL_PATH, RUNNER_FLAGS (array), CKPT, BENCH_DIR checks are per script.
 eval_init() {
     if (($# < 1)) || [[ "$1" == -h || "$1" == --help ]]; then
@@ -91,8 +111,9 @@ eval_init() {
     fi
     RUNNER_FLAGS=("$@")
     CKPT="${CKPT:-$(ckpt_name "$MODEL_PATH" "$@")}"
+    CONV_MODE="${CONV_MODE:-$(default_conv_mode "$MODEL_PATH")}"
     read -ra SCORE_EXTRA <<< "${SCORE_ARGS:-}"
-    echo "$(basename "$0"): model $MODEL_PATH, results as '$CKPT', data in $EVAL_DIR" >&2
+    echo "$(basename "$0"): model $MODEL_PATH (conv mode $CONV_MODE), results as '$CKPT', data in $EVAL_DIR" >&2
 }
 
 need_dir() {  # need_dir PATH WHAT

@@ -20,7 +20,7 @@ run_chunks llava_star.eval.model_vqa_loader "$OUT" "$OUT/merge.jsonl" \
     --question-file "$DIR/$SPLIT.jsonl" \
     --image-folder "$GQADIR/images" \
     --temperature 0 \
-    --conv-mode vicuna_v1
+    --conv-mode "$CONV_MODE"
 
 score gqa "$OUT/scores" \
     --answers-file "$OUT/merge.jsonl" \

@@ -16,7 +16,7 @@ run_chunks llava_star.eval.model_vqa "$DIR/answers/$CKPT" "$DIR/answers/$CKPT.js
     --question-file "$DIR/llava-mm-vet.jsonl" \
     --image-folder "$DIR/images" \
     --temperature 0 \
-    --conv-mode vicuna_v1
+    --conv-mode "$CONV_MODE"
 
 score mmvet "$DIR/answers/${CKPT}_scores" \
     --answers-file "$DIR/answers/$CKPT.jsonl" \

@@ -16,7 +16,7 @@ run_chunks llava_star.eval.model_vqa_loader "$DIR/answers/$CKPT" "$DIR/answers/$
     --question-file "$DIR/llava_pope_test.jsonl" \
     --image-folder "$DIR/val2014" \
     --temperature 0 \
-    --conv-mode vicuna_v1
+    --conv-mode "$CONV_MODE"
 
 score pope "$DIR/answers/${CKPT}_scores" \
     --answers-file "$DIR/answers/$CKPT.jsonl" \

@@ -19,7 +19,7 @@ run_chunks llava_star.eval.model_vqa_science "$DIR/answers/$CKPT" "$DIR/answers/
     --image-folder "$DIR/images/test" \
     --single-pred-prompt \
     --temperature 0 \
-    --conv-mode vicuna_v1
+    --conv-mode "$CONV_MODE"
 
 score sqa "$DIR/answers/${CKPT}_scores" \
     --base-dir "$DIR" \

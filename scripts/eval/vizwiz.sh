@@ -16,7 +16,7 @@ run_chunks llava_star.eval.model_vqa_loader "$DIR/answers/$CKPT" "$DIR/answers/$
     --question-file "$DIR/llava_test.jsonl" \
     --image-folder "$DIR/test" \
     --temperature 0 \
-    --conv-mode vicuna_v1
+    --conv-mode "$CONV_MODE"
 
 score vizwiz "$DIR/answers/${CKPT}_scores" \
     --answers-file "$DIR/answers/$CKPT.jsonl" \

@@ -19,7 +19,7 @@ run_chunks llava_star.eval.model_vqa_loader "$OUT" "$OUT/merge.jsonl" \
     --question-file "$DIR/$SPLIT.jsonl" \
     --image-folder "$DIR/test2015" \
     --temperature 0 \
-    --conv-mode vicuna_v1
+    --conv-mode "$CONV_MODE"
 
 score vqav2 "$OUT/scores" \
     --answers-file "$OUT/merge.jsonl" \

@@ -30,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-LLAVA_SHORT_ANSWER = "Answer the question using a single word or phrase."
 SCIENCE_SINGLE_PRED = "Answer with the option's letter from the given choices directly."
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from .common import Item, build_parser, main_wrapper, read_jsonl_questions, run
+from .common import build_parser, main_wrapper, run
+from .model_vqa_loader import gen_kwargs, items_from  # same question format and generate call
 
 PROG = "python -m llava_star.eval.model_vqa"
 
@@ -21,16 +22,6 @@ PROG = "python -m llava_star.eval.model_vqa"
 def parser():
     return build_parser(PROG, __doc__, question_file="tables/question.jsonl", conv_mode="llava_v1",
                         max_new_tokens=1024, sampling_flags=True)
-
-
-def items_from(path):
-    return [Item(qid=q["question_id"], prompt=q["text"], query=q["text"], image=q["image"], line=n)
-            for n, q in read_jsonl_questions(path, ("question_id", "image", "text"))]
-
-
-def gen_kwargs(args):
-    return dict(do_sample=args.temperature > 0, temperature=args.temperature, top_p=args.top_p,
-                num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, use_cache=True)
 
 
 def main(argv=None) -> int:

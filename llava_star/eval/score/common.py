@@ -10,19 +10,15 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
+from ..common import EvalInputError
+
 # LLaVA-1.5 appends this to every short-answer question (MME, POPE, GQA, ...).
 LLAVA_SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
-class ScoreInputError(SystemExit):
-    """Bad or mismatched input. Exits with status 2; ``str(err)`` is the message."""
-
-    def __init__(self, message: str):
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+# Bad or mismatched input: the runners' error type (a SystemExit with status 2, ``str(err)``
+# is the message), under the name the scorers have always used.
+ScoreInputError = EvalInputError
 
 
 def _check_file(path: str, flag: str) -> None:

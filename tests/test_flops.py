@@ -174,3 +174,15 @@ def test_cli_next_budget_unit(capsys):
         rows[unit] = json.loads(capsys.readouterr().out.strip())
     assert rows["image"]["remaining"] == 58 and rows["crop"]["remaining"] == 290
     assert rows["image"]["decoder_flops"] < rows["crop"]["decoder_flops"]
+
+
+@pytest.mark.parametrize("method,budget,expect", [
+    ("star", 58, [504] * 20 + [58] * 20),                                   # K = L/2 = 20 on 40 layers
+    ("pdrop", 58, [576] * 10 + [232] * 10 + [116] * 10 + [58] * 10),       # 8/16/24 of 32 -> 10/20/30
+    ("sparsevlm", 64, [576] * 3 + [66] * 5 + [30] * 11 + [17] * 21),       # 2/6/15 of 32 -> 3/8/19
+])
+def test_13b_depth_scales_the_stage_layers(capsys, method, budget, expect):
+    assert flops.main(["--geometry", "llava-v1.5-13b", "--method", method, "--budget", str(budget),
+                       "--text-tokens", "64", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip())
+    assert r["tokens_per_layer"] == expect

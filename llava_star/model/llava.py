@@ -248,7 +248,8 @@ class StarMixin:
             """Each decoder stage's scores of the patches it ranked (newline rows left out)."""
             out, before = [], grids[b]
             for s, k in zip(scores, kept):
-                out.append(s[b][before.to(s[b].device) >= 0].cpu())
+                rows = torch.nonzero(before >= 0).squeeze(1)  # on the grid's device (bookkeeping)
+                out.append(s[b][rows.to(s[b].device)].cpu())
                 before = k[b]
             return out
 

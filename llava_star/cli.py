@@ -1,4 +1,4 @@
-"""Method flags shared by every CLI (eval runners, demo, bench, flops)."""
+"""Method flags shared by the CLIs that run one method (eval runners, demo, visualize, flops)."""
 from __future__ import annotations
 
 import argparse

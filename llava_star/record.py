@@ -12,7 +12,8 @@ class PruneRecord:
     """One sample of one prefill.
 
     stage1_kept: indices into the image's patch grid (0..575 for LLaVA-1.5) kept by the vision
-        stage, ascending; every patch when there is no vision stage.
+        stage, in sequence order (ascending on LLaVA-1.5); every patch (after llava's unpad on
+        LLaVA-NeXT) when there is no vision stage.
     stage2_kept: the same grid indices for the visual tokens that survive the last decoder
         stage; equal to stage1_kept when there is no decoder stage.
     tokens_per_layer: visual tokens each decoder layer saw.
@@ -20,8 +21,9 @@ class PruneRecord:
         scored).
     stage2_scores: per decoder stage, the scores of the patches it ranked, aligned with
         stage1_kept (first stage) or decoder_kept[i - 1] (later stages).
-    decoder_kept: per decoder stage, the grid indices it kept, ascending.
-    On LLaVA-NeXT a grid index is crop * 576 + patch (crop 0 = the base image).
+    decoder_kept: per decoder stage, the grid indices it kept, in sequence order.
+    On LLaVA-NeXT a grid index is crop * 576 + patch (crop 0 = the base image), and sequence
+    order is llava's merge order (crops interleave row by row), not ascending.
     """
     num_patches: int
     stage1_kept: torch.Tensor

@@ -8,6 +8,8 @@ user runs by hand, chunked over the GPUs in CUDA_VISIBLE_DEVICES). A cell is fin
 its scores file exists; finished cells are never rerun, and an interrupted cell continues
 where its answers file stopped (the runner resumes). Delete one cell's scores file to rerun
 just that cell. Writes `<out-dir>/table.md`, `table.csv`, `cells.json` and `scores.png`.
+SparseVLM runs only at its published budgets (192, 128, 64); other budgets get no SparseVLM
+cell, with a warning.
 Runner flags after `--` go to every cell (e.g. `-- --device cpu --max_new_tokens 4`); they are part
 of each cell's name (a short hash), so a sweep with other flags never reuses these cells.
 """
@@ -227,6 +229,10 @@ def main(argv=None) -> int:
     eval_dir = Path(args.eval_dir)
     env = {**os.environ, "EVAL_DIR": str(eval_dir), "PYTHON": os.environ.get("PYTHON", sys.executable)}
     cells = build_cells(benchmarks, methods, budgets, not args.no_baseline)
+    skipped = sorted({b for b in budgets if b not in SPARSEVLM_SCHEDULES}) if "sparsevlm" in methods else []
+    if skipped:
+        print(f"warning: no sparsevlm cells for budgets {skipped}: SparseVLM has published schedules for "
+              f"{sorted(SPARSEVLM_SCHEDULES)} only (add those to --budgets)", file=sys.stderr)
     results, ran = [], 0
     for bench, method, budget in tqdm(cells, desc="cells", unit="cell"):
         ckpt = cell_name(args.model_path, method, budget, extra)

@@ -393,7 +393,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llava_star.visualize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", default=None,
-                        help="LLaVA-1.5 checkpoint (default: the tiny random-weight one, built on first use)")
+                        help="LLaVA-1.5 or NeXT checkpoint (default: the tiny random-weight one, built on first use)")
     parser.add_argument("--model-base", default=None)
     parser.add_argument("--image", default=None, help="image file (default: a scikit-image sample photo)")
     parser.add_argument("--question", default="What is shown in this image?")

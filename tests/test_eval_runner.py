@@ -478,3 +478,19 @@ def test_bad_images_stop_or_are_skipped(tiny15, qdir, tmp_path, capsys):
     reasons = {s["question_id"]: s["error"] for s in skipped}
     assert "broken.jpg" in reasons[1] and "gone.jpg" in reasons[2]
     assert "2 question(s) skipped" in err
+
+
+def test_next_unpruned_counts_match_the_engines(tiny_dir, qdir, tmp_path):
+    """LLaVA-NeXT: --method none (stock llava) records the same patch count per question as a
+    pruned run (newline rows left out), and counts the newline rows in t_eq as the engine does."""
+    model = tiny_dir("llava-next")
+    runs = {}
+    for method in (["--method", "none"], ["--method", "star", "--budget", "58"]):
+        out = tmp_path / f"{method[1]}.jsonl"
+        args = base_args(model, qdir, out, *method)
+        assert model_vqa_loader.main([str(a) for a in args]) == 0
+        runs[method[1]] = [r["metadata"] for r in read_jsonl(out)]
+    for none, star in zip(runs["none"], runs["star"]):
+        assert none["visual_tokens"] == star["visual_tokens"] == none["final_kept"] > 576
+        assert none["t_eq"] > none["visual_tokens"]  # one newline per row of the unpadded grid
+        assert star["final_kept"] == 58

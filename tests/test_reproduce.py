@@ -73,6 +73,16 @@ def test_driver_rejects_bad_flags(tmp_path, capsys):
             reproduce.main(["--model-path", "m", "--paper-numbers", str(bad), "--out-dir", str(tmp_path / "o")])
 
 
+def test_sparsevlm_without_a_published_schedule_is_announced(tmp_path, capsys):
+    from llava_star import reproduce
+
+    with pytest.raises(SystemExit):  # the cell then fails: there is no data in this eval dir
+        reproduce.main(["--model-path", "m", "--benchmarks", "pope", "--methods", "sparsevlm",
+                        "--budgets", "64,58", "--no-baseline", "--eval-dir", str(tmp_path / "none"),
+                        "--out-dir", str(tmp_path / "o")])
+    assert "no sparsevlm cells for budgets [58]" in capsys.readouterr().err
+
+
 def test_cell_name_carries_the_runner_flags():
     from llava_star.reproduce import cell_name
 

@@ -440,10 +440,12 @@ def load_model(args, model_name: str):
 
 
 def count_visual_tokens(model) -> None:
-    """Stock llava (--method none): note how many visual tokens each sample's image became, so
-    the answers file records the unpruned counts. Wraps the instance's
+    """Stock llava (--method none): note, per sample, the image's patch tokens and its whole
+    span in the merged sequence, so the answers file records the unpruned counts the way a
+    pruned run's record does (on LLaVA-NeXT the span also holds `image_newline` rows, which
+    count in t_eq but are not patches). Wraps the instance's
     `prepare_inputs_labels_for_multimodal` (llava's merge); what it computes is unchanged."""
-    from llava_star.model.llava import image_spans
+    from llava_star.model.llava import StarMixin, image_spans
 
     original = model.prepare_inputs_labels_for_multimodal
 
@@ -452,7 +454,14 @@ def count_visual_tokens(model) -> None:
                        image_sizes=image_sizes)
         if images is not None and out[4] is not None and input_ids.shape[1] != 1:
             spans = image_spans(input_ids, attention_mask, out[2], out[4].shape[1])
-            model._eval_visual_tokens = [0 if s is None else int(s[1]) for s in spans]
+            lengths = [0 if s is None else int(s[1]) for s in spans]
+            patches = lengths
+            if isinstance(images, list) or images.ndim == 5:  # anyres: leave the newline rows out
+                # llava's own merge, run once more on marker features (no CLIP): the same layout
+                # the pruning engine reads
+                layouts = StarMixin._merged_layout(model, input_ids, attention_mask, images, image_sizes)
+                patches = [0 if l is None else int((l >= 0).sum()) for l in layouts]
+            model._eval_visual_tokens = list(zip(patches, lengths))
         return out
 
     model.prepare_inputs_labels_for_multimodal = prepare
@@ -472,8 +481,9 @@ def metadata_for(model, args, batch_size: int) -> List[Dict[str, Any]]:
         return [{**base, **r.summary()} for r in records]
     counts = getattr(model, "_eval_visual_tokens", None)
     if counts is None or len(counts) != batch_size:
-        counts = [0] * batch_size
-    return [{**base, "visual_tokens": n, "stage1_kept": n, "final_kept": n, "t_eq": float(n)} for n in counts]
+        counts = [(0, 0)] * batch_size
+    return [{**base, "visual_tokens": n, "stage1_kept": n, "final_kept": n, "t_eq": float(span)}
+            for n, span in counts]
 
 
 def build_prompt(item: Item, conv_mode: str, model_config) -> str:

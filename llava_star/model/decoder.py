@@ -26,8 +26,9 @@ class StarCache(DynamicCache):
     """DynamicCache whose layers may hold different numbers of tokens, plus for every cached
     token its original position and whether it is real (not padding).
 
-    `seen_tokens` counts the unpruned sequence, which is what `generate` uses to continue
-    positions and slice new input ids."""
+    `seen_tokens` counts the unpruned merged sequence, which is what `generate` uses to slice
+    new input ids against its attention mask; decode steps take their positions from
+    `key_positions` (each sample's last cached position + 1), not from `generate`."""
 
     def __init__(self):
         super().__init__()

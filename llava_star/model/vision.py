@@ -17,8 +17,8 @@ class StarCLIPVisionTower(CLIPVisionTower):
     attention, recomputed from its q/k (one layer, no `output_attentions` over the tower),
     and returns only the kept patches, in their original order.
 
-    After each call: `last_kept` [N, k] grid indices per image (None without a vision stage)
-    and `last_scores` [N, P].
+    After each call: `last_kept` [N, k] grid indices per image (None without a vision stage
+    and in multi-crop mode) and `last_scores` [N, P] (None without a scored vision stage).
 
     Multi-crop (anyres) inputs: llava's spatial merge needs every crop's full 24x24 grid, so
     the model sets `star_crop_keep` (a count per crop) and the tower returns all features

@@ -216,3 +216,20 @@ def test_whole_image_budget_above_one_crop(tiny_dir, images):
     _, stock, _ = load_stock(tiny_dir("llava-next"))
     with pytest.raises(ValueError, match="exceeds the 576 patches"):
         apply_star(stock, StarConfig(stage1_keep=700, layer=4, keep=640, unit="crop"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_layout_exact_in_half_precision(tiny_dir, images, dtype):
+    """The merged-layout markers survive bf16/fp16 (patch ids up to 575 are not exact bf16
+    numbers): the layout equals the fp32 one."""
+    from llava_star import load_pretrained_model
+
+    image = images["chelsea"]
+    layouts = []
+    for dt in (torch.float32, dtype):
+        tok, model, proc, _ = load_pretrained_model(tiny_dir("llava-next"), None, None, device="cpu", dtype=dt,
+                                                    star=STAR)
+        ids, px = _inputs(tok, model, proc, image)
+        layouts.append(model._merged_layout(ids, None, px, [image.size])[0])
+    assert torch.equal(layouts[0], layouts[1])
+    assert layouts[0].max() > 256 * 2  # really beyond bf16's exact integers

@@ -91,11 +91,16 @@ class StarMixin:
         model = self.get_model()
 
         def markers(concat_images):
+            # Indices are split into base-64 digits: every value stays below 64, so it is exact
+            # in fp16 and bf16 too (bf16 holds integers exactly only up to 256).
             n = concat_images.shape[0]
+            crop = torch.arange(n, device=self.device)[:, None].expand(n, num_patches)
+            patch = torch.arange(num_patches, device=self.device)[None].expand(n, num_patches)
             m = torch.zeros(n, num_patches, hidden, dtype=self.dtype, device=self.device)
-            m[:, :, 0] = torch.arange(n, device=self.device, dtype=self.dtype)[:, None]
-            m[:, :, 1] = torch.arange(num_patches, device=self.device, dtype=self.dtype)[None]
-            m[:, :, 2] = 1  # a patch (image_newline rows get 0 here)
+            for ch, digits in enumerate((crop // 4096, crop // 64 % 64, crop % 64,
+                                         patch // 4096, patch // 64 % 64, patch % 64)):
+                m[:, :, ch] = digits.to(self.dtype)
+            m[:, :, 6] = 1  # a patch (image_newline rows get 0 here)
             return m
 
         newline = getattr(model, "image_newline", None)
@@ -120,8 +125,11 @@ class StarMixin:
                 continue
             real = torch.nonzero(mask[b].bool()).squeeze(1) if mask is not None else torch.arange(embeds.shape[1])
             rows = embeds[b, real[span[0]:span[0] + span[1]]].float()
-            ids = (rows[:, 0].round().long() - first_crop) * num_patches + rows[:, 1].round().long()
-            layouts.append(torch.where(rows[:, 2] > 0.5, ids, torch.full_like(ids, -1)).cpu())
+            d = rows[:, :6].round().long()
+            crop = d[:, 0] * 4096 + d[:, 1] * 64 + d[:, 2]
+            patch = d[:, 3] * 4096 + d[:, 4] * 64 + d[:, 5]
+            ids = (crop - first_crop) * num_patches + patch
+            layouts.append(torch.where(rows[:, 6] > 0.5, ids, torch.full_like(ids, -1)).cpu())
             first_crop += n_crops
         return layouts
 

@@ -37,7 +37,7 @@ def load_image(path):
     return __import__("PIL.Image", fromlist=["Image"]).fromarray(data.astronaut()), "scikit-image astronaut"
 
 
-def run(model, tokenizer, processor, image, question, conv_mode, max_new_tokens, repeats=3):
+def run(model, tokenizer, processor, image, question, conv_mode, max_new_tokens, repeats=5):
     from llava.mm_utils import process_images
 
     from .prompting import prompt_input_ids
@@ -87,6 +87,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.method == "none":
         parser.error("--method none: the demo always runs the baseline too; choose a pruning method")
+    if args.method == "star" and args.budget is None and args.star_keep is None:
+        args.budget = 58  # STAR's default keep, named so the output says star@58
     method = method_from_args(args)
 
     from .loader import load_pretrained_model

@@ -30,18 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .inputs import InputError, read_json, read_jsonl, require_keys
+
 SCIENCE_SINGLE_PRED = "Answer with the option's letter from the given choices directly."
 
 
-class EvalInputError(SystemExit):
-    """A bad flag or input file: the runner prints the message and exits with status 2."""
-
-    def __init__(self, message: str):
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+EvalInputError = InputError  # the name the runners use
 
 
 # ----------------------------------------------------------------------------- command line
@@ -173,38 +167,16 @@ def answer_key(qid: Any, prompt: str) -> Tuple[str, str]:
 def read_jsonl_questions(path: str, required: Sequence[str]) -> List[Tuple[int, Dict[str, Any]]]:
     """(line number, object) for every non-blank line; refuses anything else."""
     path = os.path.expanduser(path)
-    if not os.path.isfile(path):
-        raise EvalInputError(f"--question-file {path}: no such file")
-    out = []
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalInputError(f"--question-file {path}, line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise EvalInputError(f"--question-file {path}, line {lineno}: expected a JSON object")
-            missing = [k for k in required if k not in obj]
-            if missing:
-                raise EvalInputError(f"--question-file {path}, line {lineno}: missing key(s) "
-                                     f"{', '.join(repr(k) for k in missing)} (need {', '.join(required)})")
-            out.append((lineno, obj))
-    if not out:
+    records = read_jsonl(path, "--question-file")
+    require_keys(records, required, path, "--question-file")
+    if not records:
         raise EvalInputError(f"--question-file {path} has no questions (empty file)")
-    return out
+    return [(r.pop("__line__"), r) for r in records]
 
 
 def read_json_questions(path: str) -> List[Any]:
     path = os.path.expanduser(path)
-    if not os.path.isfile(path):
-        raise EvalInputError(f"--question-file {path}: no such file")
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise EvalInputError(f"--question-file {path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    data = read_json(path, "--question-file")
     if not isinstance(data, list):
         raise EvalInputError(f"--question-file {path}: expected a JSON list of questions")
     if not data:

@@ -10,65 +10,15 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-from ..common import EvalInputError
+from ..inputs import InputError, check_dir, check_file, read_json, read_jsonl, require_keys  # noqa: F401
 
 # LLaVA-1.5 appends this to every short-answer question (MME, POPE, GQA, ...).
 LLAVA_SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
-# Bad or mismatched input: the runners' error type (a SystemExit with status 2, ``str(err)``
-# is the message), under the name the scorers have always used.
-ScoreInputError = EvalInputError
-
-
-def _check_file(path: str, flag: str) -> None:
-    if not path:
-        raise ScoreInputError(f"{flag}: no file given")
-    if not os.path.exists(path):
-        raise ScoreInputError(f"{flag}: file not found: {path}")
-    if os.path.isdir(path):
-        raise ScoreInputError(f"{flag}: expected a file but got a directory: {path}")
-
-
-def check_dir(path: str, flag: str) -> None:
-    if not path or not os.path.isdir(path):
-        raise ScoreInputError(f"{flag}: directory not found: {path}")
-
-
-def read_jsonl(path: str, flag: str) -> List[Dict[str, Any]]:
-    """One JSON object per line; blank lines are skipped, anything else is an error."""
-    _check_file(path, flag)
-    records = []
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ScoreInputError(f"{flag}: {path}, line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ScoreInputError(f"{flag}: {path}, line {lineno}: expected a JSON object, got {type(obj).__name__}")
-            obj["__line__"] = lineno  # kept so later errors can point at the line
-            records.append(obj)
-    return records
-
-
-def read_json(path: str, flag: str) -> Any:
-    _check_file(path, flag)
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ScoreInputError(f"{flag}: {path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-
-
-def require_keys(records: Iterable[Dict[str, Any]], keys: Sequence[str], path: str, flag: str) -> None:
-    for rec in records:
-        for k in keys:
-            if k not in rec:
-                where = f", line {rec['__line__']}" if "__line__" in rec else ""
-                raise ScoreInputError(f"{flag}: {path}{where}: missing key {k!r}")
+# Bad or mismatched input (a SystemExit with status 2, ``str(err)`` is the message): the
+# runners' error type, under the name the scorers have always used.
+ScoreInputError = InputError
 
 
 def read_answers(path: str, flag: str = "--answers-file") -> List[Dict[str, Any]]:

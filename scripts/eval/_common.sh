@@ -17,7 +17,7 @@
 #   --budget-unit image|crop   a budget for the whole image (default) or for every 576-patch crop
 #   --fixed-grid 672           every image on one 2x2 grid (2880 patch tokens), as the papers compare
 # Every runner flag after MODEL_PATH is passed through (later flags win over the script's own,
-# e.g. --conv-mode, --max_new_tokens 4, --batch-size 8, --device cpu, --no-resume).
+# e.g. --conv-mode, --temperature 0.2, --max_new_tokens 4, --batch-size 8, --device cpu, --no-resume).
 
 set -euo pipefail
 
@@ -139,7 +139,9 @@ run_chunks() {
     local pids=() idx
     trap 'kill ${pids[@]+"${pids[@]}"} 2>/dev/null || true' INT TERM
     for ((idx = 0; idx < chunks; idx++)); do
-        local cmd=("$PYTHON" -m "$module" --model-path "$MODEL_PATH" "$@"
+        # greedy decoding and the model's template, as in LLaVA's scripts; the script's own
+        # flags come next and the user's (RUNNER_FLAGS) last, so later flags win
+        local cmd=("$PYTHON" -m "$module" --model-path "$MODEL_PATH" --temperature 0 --conv-mode "$CONV_MODE" "$@"
                    --answers-file "$chunk_dir/${chunks}_${idx}.jsonl"
                    --num-chunks "$chunks" --chunk-idx "$idx"
                    ${RUNNER_FLAGS[@]+"${RUNNER_FLAGS[@]}"})

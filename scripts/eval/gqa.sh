@@ -18,9 +18,7 @@ need_file "$GQADIR/testdev_balanced_questions.json" "GQA testdev-balanced questi
 OUT="$DIR/answers/$SPLIT/$CKPT"
 run_chunks llava_star.eval.model_vqa_loader "$OUT" "$OUT/merge.jsonl" \
     --question-file "$DIR/$SPLIT.jsonl" \
-    --image-folder "$GQADIR/images" \
-    --temperature 0 \
-    --conv-mode "$CONV_MODE"
+    --image-folder "$GQADIR/images"
 
 score gqa "$OUT/scores" \
     --answers-file "$OUT/merge.jsonl" \

@@ -15,9 +15,7 @@ need_dir "$DIR/MME_Benchmark_release_version" "MME images and ground truth"
 run_chunks llava_star.eval.model_vqa_loader "$DIR/answers/$CKPT" "$DIR/answers/$CKPT.jsonl" \
     --question-file "$DIR/llava_mme.jsonl" \
     --image-folder "$DIR/MME_Benchmark_release_version" \
-    --allow-duplicate-ids \
-    --temperature 0 \
-    --conv-mode "$CONV_MODE"
+    --allow-duplicate-ids
 
 score mme "$DIR/answers/${CKPT}_scores" \
     --answers-file "$DIR/answers/$CKPT.jsonl" \

@@ -14,9 +14,7 @@ need_dir "$DIR/images" "MM-Vet images"
 
 run_chunks llava_star.eval.model_vqa "$DIR/answers/$CKPT" "$DIR/answers/$CKPT.jsonl" \
     --question-file "$DIR/llava-mm-vet.jsonl" \
-    --image-folder "$DIR/images" \
-    --temperature 0 \
-    --conv-mode "$CONV_MODE"
+    --image-folder "$DIR/images"
 
 score mmvet "$DIR/answers/${CKPT}_scores" \
     --answers-file "$DIR/answers/$CKPT.jsonl" \

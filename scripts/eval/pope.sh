@@ -14,9 +14,7 @@ need_dir "$DIR/coco" "POPE annotations"
 
 run_chunks llava_star.eval.model_vqa_loader "$DIR/answers/$CKPT" "$DIR/answers/$CKPT.jsonl" \
     --question-file "$DIR/llava_pope_test.jsonl" \
-    --image-folder "$DIR/val2014" \
-    --temperature 0 \
-    --conv-mode "$CONV_MODE"
+    --image-folder "$DIR/val2014"
 
 score pope "$DIR/answers/${CKPT}_scores" \
     --answers-file "$DIR/answers/$CKPT.jsonl" \

@@ -17,9 +17,7 @@ need_file "$DIR/pid_splits.json" "ScienceQA pid_splits.json"
 run_chunks llava_star.eval.model_vqa_science "$DIR/answers/$CKPT" "$DIR/answers/$CKPT.jsonl" \
     --question-file "$DIR/llava_test_CQM-A.json" \
     --image-folder "$DIR/images/test" \
-    --single-pred-prompt \
-    --temperature 0 \
-    --conv-mode "$CONV_MODE"
+    --single-pred-prompt
 
 score sqa "$DIR/answers/${CKPT}_scores" \
     --base-dir "$DIR" \

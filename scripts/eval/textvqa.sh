@@ -16,9 +16,7 @@ need_file "$DIR/TextVQA_0.5.1_val.json" "TextVQA annotations"
 run_chunks llava_star.eval.model_vqa_loader "$DIR/answers/$CKPT" "$DIR/answers/$CKPT.jsonl" \
     --question-file "$DIR/llava_textvqa_val_v051_ocr.jsonl" \
     --image-folder "$DIR/train_images" \
-    --allow-duplicate-ids \
-    --temperature 0 \
-    --conv-mode "$CONV_MODE"
+    --allow-duplicate-ids
 
 score textvqa "$DIR/answers/${CKPT}_scores" \
     --answers-file "$DIR/answers/$CKPT.jsonl" \

@@ -14,9 +14,7 @@ need_dir "$DIR/test" "VizWiz test images"
 
 run_chunks llava_star.eval.model_vqa_loader "$DIR/answers/$CKPT" "$DIR/answers/$CKPT.jsonl" \
     --question-file "$DIR/llava_test.jsonl" \
-    --image-folder "$DIR/test" \
-    --temperature 0 \
-    --conv-mode "$CONV_MODE"
+    --image-folder "$DIR/test"
 
 score vizwiz "$DIR/answers/${CKPT}_scores" \
     --answers-file "$DIR/answers/$CKPT.jsonl" \

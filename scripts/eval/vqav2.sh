@@ -17,9 +17,7 @@ need_dir "$DIR/test2015" "COCO test2015 images"
 OUT="$DIR/answers/$SPLIT/$CKPT"
 run_chunks llava_star.eval.model_vqa_loader "$OUT" "$OUT/merge.jsonl" \
     --question-file "$DIR/$SPLIT.jsonl" \
-    --image-folder "$DIR/test2015" \
-    --temperature 0 \
-    --conv-mode "$CONV_MODE"
+    --image-folder "$DIR/test2015"
 
 score vqav2 "$OUT/scores" \
     --answers-file "$OUT/merge.jsonl" \

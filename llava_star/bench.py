@@ -21,6 +21,7 @@ generation needs (transformers 4.37's LlamaForCausalLM would compute all of them
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import json
@@ -35,7 +36,9 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .config import METHODS, SPARSEVLM_SCHEDULES, MethodConfig, Plan
+from .engine.plan import Plan
+from .engine.seams import Observer
+from .methods import METHODS, MethodConfig, get
 from .geometry import GEOMETRIES, Geometry, build_model, geometry_of, get_geometry
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -146,26 +149,20 @@ class Bench:
     no reload)."""
 
     def __init__(self, model):
-        from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
-        from llava.model.language_model.llava_mistral import LlavaMistralForCausalLM
-        from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
-
         self.model = model
         self.tower = model.get_vision_tower()
-        self.stock_cls = next(c for c in (LlavaLlamaForCausalLM, LlavaMistralForCausalLM) if isinstance(model, c))
-        self.stock_tower_cls = CLIPVisionTower
         self.device = next(model.parameters()).device
         self.image_sizes = None  # (width, height) per image, for anyres (LLaVA-NeXT) checkpoints
 
     def set_case(self, case: Case):
-        from .model.llava import apply_star
+        from .hosts.llava import apply_star, remove_star
 
         m = self.model
         if case.stock:
-            m.__class__, self.tower.__class__ = self.stock_cls, self.stock_tower_cls
+            if hasattr(m, "star_plan"):
+                remove_star(m)
         else:
             apply_star(m, case.plan)
-            m._star_last_logits_only = True  # what our generate does
 
     def prefill(self, case: Case, ids, pixels):
         """Logits of the last position and the cache."""
@@ -173,8 +170,8 @@ class Bench:
         if case.stock:
             from .flops import _stock_prefill
             return _stock_prefill(m, ids, pixels, image_sizes=self.image_sizes)
-        out = m(input_ids=ids, images=pixels, image_sizes=self.image_sizes, use_cache=True)
-        return out.logits[:, -1:], out.past_key_values
+        out = m(input_ids=ids, images=pixels, image_sizes=self.image_sizes, use_cache=True, last_logits_only=True)
+        return out.logits, out.past_key_values
 
     def run(self, case: Case, ids, pixels, new_tokens: int) -> Dict[str, object]:
         timer = Timer(self.device)
@@ -195,60 +192,54 @@ class Bench:
                 "peak": read_peak(self.device), "kv_bytes": kv}
 
 
-class ScoringProbe:
-    """Times the scoring of both stages and the vision tower + projector during prefill by
-    wrapping the functions that do it (synchronizing on CUDA). Used in a separate pass so the
-    latency runs carry no instrumentation."""
+class ScoringProbe(Observer):
+    """Times the scoring of both stages (the engine's observer seam) and the vision tower +
+    projector (torch module hooks, so stock llava is timed the same way) during prefill,
+    synchronizing on CUDA. Used in a separate pass so the latency runs carry no
+    instrumentation."""
+
+    _KEYS = {"vision_scores": "score1", "decoder_scores": "score2"}
 
     def __init__(self, bench: Bench):
         self.bench, self.device = bench, bench.device
         self.t = {"score1": 0.0, "score2": 0.0, "vision": 0.0}
-        self._undo = []
+        self._exit = contextlib.ExitStack()
 
-    def _wrap(self, key, fn):
-        def wrapped(*a, **kw):
-            sync(self.device)
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                sync(self.device)
-                self.t[key] += time.perf_counter() - t0
-        return wrapped
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        t0 = self._now()
+        try:
+            yield
+        finally:
+            self.t[self._KEYS[name]] += self._now() - t0
+
+    def _now(self) -> float:
+        sync(self.device)
+        return time.perf_counter()
 
     def __enter__(self):
-        from .model import decoder as dec
-        from .model import vision as vis
+        from .engine.seams import hooks
 
-        cls = vis.StarCLIPVisionTower
-        patch_scores = cls.__dict__["_patch_scores"]
-        self._undo.append(lambda: setattr(cls, "_patch_scores", patch_scores))
-        cls._patch_scores = staticmethod(self._wrap("score1", patch_scores.__func__))
-        for name in ("topk_sorted", "random_sorted"):
-            if hasattr(vis, name):
-                fn = getattr(vis, name)
-                self._undo.append(lambda fn=fn, name=name: setattr(vis, name, fn))
-                setattr(vis, name, self._wrap("score1", fn))
-        for name in ("_score", "_select"):
-            fn = getattr(dec.DecoderPruner, name)
-            self._undo.append(lambda fn=fn, name=name: setattr(dec.DecoderPruner, name, fn))
-            setattr(dec.DecoderPruner, name, self._wrap("score2", fn))
-        model = self.bench.model
-        model.encode_images = self._wrap("vision", model.encode_images)
-        self._undo.append(lambda: model.__dict__.pop("encode_images", None))
+        m = self.bench.model
+        if hasattr(m, "star_hooks"):  # stock llava has no scoring to time
+            self._exit.enter_context(hooks(m, observer=self))
+        lm, start = m.get_model(), []
+        pre = lm.get_vision_tower().register_forward_pre_hook(lambda *a: start.append(self._now()))
+        post = lm.mm_projector.register_forward_hook(
+            lambda *a: self.t.__setitem__("vision", self.t["vision"] + self._now() - start.pop()))
+        self._exit.callback(pre.remove)
+        self._exit.callback(post.remove)
         return self
 
     def __exit__(self, *exc):
-        for undo in reversed(self._undo):
-            undo()
-        self._undo.clear()
+        self._exit.close()
 
 
 # -------------------------------------------------------------------------- cases
 def build_cases(methods: List[str], budgets: List[int], g: Geometry, stock: bool = True,
                 none: bool = True, warn=print, unit: str = "image", max_tokens: Optional[int] = None) -> List[Case]:
     """`unit` / `max_tokens`: LLaVA-NeXT's budget convention and the most patch tokens a count
-    may refer to (see llava_star.model.llava.max_visual_tokens); LLaVA-1.5: one crop."""
+    may refer to (see llava_star.hosts.llava.max_visual_tokens); LLaVA-1.5: one crop."""
     knobs = {"unit": unit} if unit != "image" else {}
     cases = []
     if stock:
@@ -257,10 +248,11 @@ def build_cases(methods: List[str], budgets: List[int], g: Geometry, stock: bool
         cases.append(Case("none", "none", None, Plan("none")))
     for name in methods:
         for b in budgets:
-            if name == "sparsevlm" and b not in SPARSEVLM_SCHEDULES:
-                warn(f"skipping sparsevlm@{b}: published schedules exist for {sorted(SPARSEVLM_SCHEDULES)}")
+            published = get(name).budgets
+            if published is not None and b not in published:
+                warn(f"skipping {name}@{b}: published schedules exist for {sorted(published)}")
                 continue
-            plan = MethodConfig.from_name(name, b, **knobs).plan(g.layers).validate(
+            plan = MethodConfig.from_name(name, b, **knobs).plan(g.layers, max_tokens or g.num_patches).validate(
                 g.layers, max_tokens or g.num_patches)
             cases.append(Case(f"{name}@{b}", name, b, plan))
     return cases
@@ -519,7 +511,7 @@ def main(argv=None) -> int:
     if args.out_dir is None:
         args.out_dir = os.path.join("results", "bench", f"{g.name}-{device.type}")
     try:
-        from .model.llava import max_visual_tokens
+        from .hosts.llava import max_visual_tokens
 
         cases = build_cases(methods, budgets, g, not args.no_stock, not args.no_none,
                             warn=lambda m: print(f"warning: {m}", file=sys.stderr), unit=args.budget_unit,
@@ -682,7 +674,9 @@ def engine_overhead_ab(bench: Bench, ids, pixels, pairs: int) -> Dict[str, float
     LlamaModel.forward (what stock llava runs) against our `DecoderPruner.prefill` with
     pruning disabled, alternating which goes first. Isolates the engine's own overhead from
     the vision tower (ours stops at the select layer, stock runs one more CLIP layer)."""
-    from .model.decoder import DecoderPruner, StarCache
+    from .engine.decoder import DecoderPruner
+    from .engine.seams import Hooks
+    from .hosts.llava.layers import LlamaLayers, StarCache
 
     m, device = bench.model, bench.device
     stock_case = Case("stock", "stock", None, None)
@@ -691,13 +685,13 @@ def engine_overhead_ab(bench: Bench, ids, pixels, pairs: int) -> Dict[str, float
                                                                    bench.image_sizes)
     lm = m.get_model()
     valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
-    pruner = DecoderPruner(Plan("none"), bench.tower.num_patches)
+    pruner, layers = DecoderPruner(Plan("none")), LlamaLayers(lm)
 
     def stock():
         lm(inputs_embeds=embeds, use_cache=True)
 
     def engine():
-        pruner.prefill(lm, embeds, valid, None, StarCache())
+        pruner.prefill(layers, embeds, valid, None, StarCache(), Hooks())
 
     ratios, t_stock, t_engine = [], [], []
     for i in range(pairs + 1):  # the first pair warms up

@@ -92,7 +92,7 @@ def main(argv=None):
     method = method_from_args(args)
 
     from .loader import load_pretrained_model
-    from .model.llava import apply_star, resolve_plan
+    from .hosts.llava import apply_star, resolve_plan
 
     path = args.model_path
     if path is None:

@@ -26,7 +26,9 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .config import METHODS, SPARSEVLM_SCHEDULES, MethodConfig, Plan, count_of
+from .engine.counts import ImageTokens, decoder_keep, vision_keep
+from .engine.plan import Plan
+from .methods import METHODS, MethodConfig, get
 from .geometry import GEOMETRIES, Geometry, get_geometry
 
 DEFAULT_TEXT_TOKENS = 64
@@ -51,20 +53,12 @@ def visual_counts(plan: Plan, g: Geometry):
     "image" (the engine's default) spreads an int vision budget evenly over the crops
     (rounded up per crop) and keeps an int decoder budget for the whole image. Ratios are of
     every crop's patches (vision) or of all the image's patches (decoder) in both units."""
-    P, C = g.num_patches, g.crops
-    per_crop = plan.unit == "crop" or C == 1
-    if plan.vision is None:
-        first = P * C
-    elif per_crop or isinstance(plan.vision.keep, float):
-        first = count_of(plan.vision.keep, P) * C
-    else:
-        first = -(-plan.vision.keep // C) * C
+    image = ImageTokens(g.crops, g.num_patches, g.num_patches * g.crops)
+    first = image.rows if plan.vision is None else vision_keep(plan.vision.keep, plan.unit, image) * g.crops
     prev, stages, per_layer = first, {st.layer: st for st in plan.decoder}, []
     for i in range(g.layers):
         if i in stages:
-            keep = stages[i].keep
-            k = count_of(keep, P * C) if isinstance(keep, float) else keep * (C if per_crop else 1)
-            prev = min(k, prev)
+            prev = min(decoder_keep(stages[i].keep, plan.unit, image), prev)
         per_layer.append(prev)
     return first, per_layer
 
@@ -236,7 +230,7 @@ class _MetaBookkeeping(torch.overrides.TorchFunctionMode):
     - an op that mixes meta and CPU tensors gets its CPU arguments moved to meta (its
       result is data of the model, e.g. a gather of hidden states by a CPU index);
     - copying a meta float tensor to the CPU (scores stored in `star_record`) gives zeros;
-    - the selection itself is replaced by a stand-in (see `_stand_in_topk`).
+    - the selector keeps the first k tokens of meta scores (`engine.seams.top_k`).
     Real execution never enters this mode."""
 
     _FACTORIES = {torch.arange, torch.zeros, torch.ones, torch.full, torch.empty, torch.tensor}
@@ -310,36 +304,12 @@ def _to_meta(tree):
     return tree_map(lambda x: x.to("meta") if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x, tree)
 
 
-def _stand_in_topk(real):
-    """topk_sorted for meta scores: the first k indices. Which tokens are kept does not change
-    the FLOPs, only how many; real scores go to the real function."""
-    def topk_sorted(scores, k):
-        if scores.device.type != "meta":
-            return real(scores, k)
-        n = scores.shape[-1]
-        if not 0 < k <= n:
-            raise ValueError(f"cannot keep {k} of {n} tokens")
-        return torch.arange(k, device="cpu").expand(*scores.shape[:-1], k).clone()
-    return topk_sorted
-
-
 @contextlib.contextmanager
 def meta_execution():
-    """Within this context a llava_star model on device "meta" runs its real forward."""
-    import importlib
-
-    patched = []
-    for modname in ("llava_star.model.decoder", "llava_star.model.vision", "llava_star.pruning.select"):
-        mod = importlib.import_module(modname)
-        if hasattr(mod, "topk_sorted"):
-            patched.append((mod, mod.topk_sorted))
-            mod.topk_sorted = _stand_in_topk(mod.topk_sorted)
-    try:
-        with _MetaBookkeeping():
-            yield
-    finally:
-        for mod, fn in patched:
-            mod.topk_sorted = fn
+    """Within this context a llava_star model on device "meta" runs its real forward (the
+    default selector keeps the first k tokens of meta scores: how many is what counts)."""
+    with _MetaBookkeeping():
+        yield
 
 
 def prompt_ids(text_tokens: int, text_before: Optional[int] = None, vocab: int = 32000, seed: int = 0,
@@ -417,7 +387,7 @@ def measure(g: Geometry, plan: Optional[Plan], text_tokens: int = DEFAULT_TEXT_T
     import copy
 
     from .geometry import build_model
-    from .model.llava import apply_star
+    from .hosts.llava import apply_star
 
     before, after = split_text(text_tokens, text_before)
     if after < 1:
@@ -437,9 +407,8 @@ def measure(g: Geometry, plan: Optional[Plan], text_tokens: int = DEFAULT_TEXT_T
                 _StockPrefill(model)(ids, pixels)  # a module, so FLOPs are named from the model down
         else:
             apply_star(model, plan)
-            model._star_last_logits_only = True  # what generate does
             with counter:
-                model(input_ids=ids, images=pixels, use_cache=True)
+                model(input_ids=ids, images=pixels, use_cache=True, last_logits_only=True)  # as generate
             record = model.star_record[0]
     out: Dict[str, object] = dict(_categorise(counter.get_flop_counts()))
     if record is not None:
@@ -550,9 +519,7 @@ def _plans_for_all(args, g: Geometry):
     budget = args.budget if args.budget is not None else 58
     out = [("none", None, None)]
     for name in METHODS[1:]:
-        b = budget
-        if name == "sparsevlm" and b not in SPARSEVLM_SCHEDULES:
-            b = min(SPARSEVLM_SCHEDULES, key=lambda s: (abs(s - budget), s))  # nearest published schedule
+        b = get(name).nearest_budget(budget)
         unit = {"unit": args.budget_unit} if getattr(args, "budget_unit", "image") != "image" else {}
         out.append((name, b, method_plan(name, b, g, **unit)))
     return out

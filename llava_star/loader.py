@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 
-from .config import MethodConfig, Plan, StarConfig
-from .model.llava import apply_star
 
 
 def load_pretrained_model(model_path: str, model_base: Optional[str] = None, model_name: Optional[str] = None,
-                          star: Union[StarConfig, MethodConfig, Plan, None] = None, device: str = "cuda",
+                          star=None, device: str = "cuda",
                           dtype: Optional[torch.dtype] = None, attn_implementation: Optional[str] = None,
                           fixed_grid: Optional[int] = None, **kwargs):
     """llava's `load_pretrained_model`, same 4-tuple (tokenizer, model, image_processor, context_len).
@@ -51,6 +49,8 @@ def load_pretrained_model(model_path: str, model_base: Optional[str] = None, mod
             raise ValueError(f"--fixed-grid must be a positive multiple of the crop size {crop}, got {fixed_grid}")
         model.config.image_grid_pinpoints = [[fixed_grid, fixed_grid]]
     if star is not None:
+        from .hosts.llava import apply_star
+
         apply_star(model, star)
     return tokenizer, model, processor, context_len
 

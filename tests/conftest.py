@@ -117,14 +117,13 @@ def uncached_greedy(model, ids, pixels, n, **kw):
     """Greedy decoding without a KV cache: the whole prefix is recomputed every step, pruning
     included, with the kept sets pinned to those of the last cached run (`model.star_record`),
     so it must produce the same tokens as cached generation."""
-    model.star_pruner.forced_keep = [[k] for k in model.star_record[0].decoder_kept]
+    from llava_star.engine.seams import ForcedSelection, hooks
+
     seq, out = ids, []
-    try:
-        with torch.no_grad():
-            for _ in range(n):
-                nxt = int(model(seq, images=pixels, use_cache=False, **kw).logits[0, -1].argmax())
-                out.append(nxt)
-                seq = torch.cat([seq, torch.tensor([[nxt]])], 1)
-    finally:
-        model.star_pruner.forced_keep = None
+    forced = ForcedSelection([[k] for k in model.star_record[0].decoder_kept])
+    with torch.no_grad(), hooks(model, selector=forced):
+        for _ in range(n):
+            nxt = int(model(seq, images=pixels, use_cache=False, **kw).logits[0, -1].argmax())
+            out.append(nxt)
+            seq = torch.cat([seq, torch.tensor([[nxt]])], 1)
     return out

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from llava_star import flops
-from llava_star.config import DecoderStage, Plan, VisionStage
+from llava_star.engine.plan import DecoderStage, Plan, VisionStage
 from llava_star.geometry import Geometry, VisionGeometry, get_geometry
 
 G7 = get_geometry("llava-v1.5-7b")

@@ -6,6 +6,7 @@ import torch
 
 from conftest import greedy, load_star, load_stock, new_tokens, prompt_ids, uncached_greedy
 from llava_star import MethodConfig, StarConfig
+from llava_star.hosts.llava import merged_layout
 
 Q = "What animal is in the picture?"
 STAR = StarConfig(stage1_keep=0.875, layer=4, keep=200)
@@ -65,7 +66,7 @@ def test_layout_and_kept_sets_match_reference(tiny_dir, images, name):
     rec = model.star_record[0]
     n_crops = px.shape[1]
     layout = expected_layout(model, image.size, n_crops)
-    assert model._merged_layout(ids, None, px, [image.size])[0].tolist() == layout.tolist()
+    assert merged_layout(model, ids, None, px, [image.size])[0].tolist() == layout.tolist()
 
     _, stock, _ = load_stock(path, attn="eager")
     with torch.no_grad():
@@ -203,7 +204,7 @@ def test_whole_image_budget_above_one_crop(tiny_dir, images):
     """With whole-image counts (the default unit) a NeXT budget may exceed one crop's 576
     patches; per-crop counts may not."""
     from llava_star import apply_star
-    from llava_star.model.llava import max_visual_tokens
+    from llava_star.hosts.llava import max_visual_tokens
 
     image = images["chelsea"]
     tok, model, proc = load_star(tiny_dir("llava-next"), star=StarConfig(stage1_keep=0.875, layer=4, keep=640))
@@ -230,6 +231,6 @@ def test_layout_exact_in_half_precision(tiny_dir, images, dtype):
         tok, model, proc, _ = load_pretrained_model(tiny_dir("llava-next"), None, None, device="cpu", dtype=dt,
                                                     star=STAR)
         ids, px = _inputs(tok, model, proc, image)
-        layouts.append(model._merged_layout(ids, None, px, [image.size])[0])
+        layouts.append(merged_layout(model, ids, None, px, [image.size])[0])
     assert torch.equal(layouts[0], layouts[1])
     assert layouts[0].max() > 256 * 2  # really beyond bf16's exact integers

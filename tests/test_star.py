@@ -4,7 +4,7 @@ import torch
 
 from conftest import batch_inputs, greedy, load_star, load_stock, prompt_ids, uncached_greedy
 from llava_star import StarConfig, apply_star
-from llava_star.model.decoder import StarCache
+from llava_star.hosts.llava.layers import StarCache
 
 QUESTIONS = ["What is shown in this picture?",
              "Is there a cat in the image? Answer the question using a single word or phrase.",

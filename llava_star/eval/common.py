@@ -417,7 +417,7 @@ def count_visual_tokens(model) -> None:
     pruned run's record does (on LLaVA-NeXT the span also holds `image_newline` rows, which
     count in t_eq but are not patches). Wraps the instance's
     `prepare_inputs_labels_for_multimodal` (llava's merge); what it computes is unchanged."""
-    from llava_star.model.llava import StarMixin, image_spans
+    from llava_star.hosts.llava.merge import image_spans, merged_layout
 
     original = model.prepare_inputs_labels_for_multimodal
 
@@ -431,7 +431,7 @@ def count_visual_tokens(model) -> None:
             if isinstance(images, list) or images.ndim == 5:  # anyres: leave the newline rows out
                 # llava's own merge, run once more on marker features (no CLIP): the same layout
                 # the pruning engine reads
-                layouts = StarMixin._merged_layout(model, input_ids, attention_mask, images, image_sizes)
+                layouts = merged_layout(model, input_ids, attention_mask, images, image_sizes)
                 patches = [0 if l is None else int((l >= 0).sum()) for l in layouts]
             model._eval_visual_tokens = list(zip(patches, lengths))
         return out

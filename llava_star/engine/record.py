@@ -14,8 +14,9 @@ class PruneRecord:
     stage1_kept: indices into the image's patch grid (0..575 for LLaVA-1.5) kept by the vision
         stage, in sequence order (ascending on LLaVA-1.5); every patch (after llava's unpad on
         LLaVA-NeXT) when there is no vision stage.
-    stage2_kept: the same grid indices for the visual tokens that survive the last decoder
-        stage; equal to stage1_kept when there is no decoder stage.
+    final_kept: the same grid indices for the visual tokens that survive the last stage of
+        any kind (the last decoder stage; stage1_kept when there is none). `stage2_kept` is
+        the same tensor under STAR's name for it.
     tokens_per_layer: visual tokens each decoder layer saw.
     stage1_scores: the vision stage's score of every patch, by grid index (None where not
         scored).
@@ -27,12 +28,16 @@ class PruneRecord:
     """
     num_patches: int
     stage1_kept: torch.Tensor
-    stage2_kept: torch.Tensor
+    final_kept: torch.Tensor
     tokens_per_layer: List[int]
     image_span: tuple  # (start, length) of the image in the LLM input sequence
     stage1_scores: Optional[torch.Tensor] = None
     stage2_scores: List[torch.Tensor] = field(default_factory=list)
     decoder_kept: List[torch.Tensor] = field(default_factory=list)  # grid indices per decoder stage
+
+    @property
+    def stage2_kept(self) -> torch.Tensor:
+        return self.final_kept
 
     @property
     def t_eq(self) -> float:
@@ -43,6 +48,6 @@ class PruneRecord:
         return {
             "visual_tokens": self.num_patches,
             "stage1_kept": int(self.stage1_kept.numel()),
-            "final_kept": int(self.stage2_kept.numel()),
+            "final_kept": int(self.final_kept.numel()),
             "t_eq": round(self.t_eq, 2),
         }

@@ -1,0 +1,91 @@
+"""The vision stage on a CLIP encoder (transformers' `CLIPVisionTransformer`).
+
+CLIP runs only up to the layer the LLM reads features from (stock LLaVA runs every layer and
+discards the last one's output). In that layer the stage recomputes q/k from the layer's input
+(one layer, no `output_attentions` over the tower), scores the patches and asks the selector
+which to keep.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+
+from ..pruning.scores import attention_probs, attention_received, cls_attention
+from .context import PrefillContext, VisionResult
+from .counts import ImageTokens, vision_keep
+from .plan import VisionStage
+from .seams import Hooks, Selection
+
+
+def layers_to_run(num_layers: int, select_layer: int) -> int:
+    """hidden_states[s] is the output of the s-th layer (hidden_states[0] = embeddings)."""
+    return select_layer if select_layer >= 0 else num_layers + 1 + select_layer
+
+
+def patch_scores(layer, hidden: torch.Tensor, score: str) -> torch.Tensor:
+    """[N, 1+P, C] input of a CLIP encoder layer -> [N, P] score of every patch."""
+    attn = layer.self_attn
+    x = layer.layer_norm1(hidden)
+    b, t, _ = x.shape
+    q = attn.q_proj(x).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(x).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+    probs = attention_probs(q, k)
+    if score == "cls_attention":
+        return cls_attention(probs)
+    return attention_received(probs)[:, 1:]  # column mean over every query row, CLS included
+
+
+def encode(vision_model, pixels: torch.Tensor, select_layer: int, stage: Optional[VisionStage], seed: int,
+           hooks: Hooks, ctx: Optional[PrefillContext], patch_only: bool = True) -> Tuple[torch.Tensor, VisionResult]:
+    """pixels [N,3,H,W] -> (features [N,k,C], what the stage did). With `ctx.crop_keep` set
+    (multi-crop images) nothing is removed here: the result carries a keep mask instead,
+    applied after llava's spatial merge, which needs every crop's full grid."""
+    vm = vision_model
+    hidden = vm.pre_layrnorm(vm.embeddings(pixels))
+    n_run = layers_to_run(len(vm.encoder.layers), select_layer)
+    scores = None
+    for i, layer in enumerate(vm.encoder.layers[:n_run]):
+        if stage is not None and stage.score != "random" and i == n_run - 1:
+            with hooks.phase("vision_scores"):
+                scores = patch_scores(layer, hidden, stage.score)
+        hidden = layer(hidden, None, None)[0]
+    features = hidden[:, 1:] if patch_only else hidden
+    if stage is None:
+        return features, VisionResult()
+    num_patches = hidden.shape[1] - 1
+    deferred = ctx is not None and ctx.crop_keep is not None
+    if deferred:
+        keep, first = ctx.crop_keep, ctx.crop_first
+    else:  # one crop per image: every crop starts its image
+        keep = [vision_keep(stage.keep, "image", ImageTokens.single(num_patches))] * hidden.shape[0]
+        first = [True] * hidden.shape[0]
+    with hooks.phase("vision_scores"):
+        kept = _select(stage, scores, keep, first, seed, num_patches, hooks, hidden.device)
+    if deferred:
+        mask = torch.zeros(hidden.shape[0], num_patches, dtype=torch.bool, device=hidden.device)
+        for i, k in enumerate(kept):
+            mask[i, k] = True
+        return features, VisionResult(keep_mask=mask, scores=scores)
+    kept = torch.stack(kept)
+    offset = 0 if patch_only else 1  # keep CLS in 'cls_patch' mode
+    index = kept + offset
+    if offset:
+        index = torch.cat([torch.zeros_like(index[:, :1]), index], dim=1)
+    features = torch.gather(features, 1, index[..., None].expand(-1, -1, features.shape[-1]))
+    return features, VisionResult(kept=kept, scores=scores)
+
+
+def _select(stage, scores, keep: List[int], first: List[bool], seed: int, num_patches: int,
+            hooks: Hooks, device) -> List[torch.Tensor]:
+    """Per crop, the kept patch indices (ascending). The random control re-seeds at every
+    image's first crop, so an image's subset does not depend on its batch."""
+    grid = torch.arange(num_patches, device=device)
+    out, gen = [], None
+    for i, k in enumerate(keep):
+        if first[i]:
+            gen = torch.Generator().manual_seed(seed) if scores is None else None
+        k = max(1, min(int(k), num_patches))
+        sel = Selection("vision", 0, i, None if scores is None else scores[i], grid, k, gen)
+        out.append(hooks.selector(sel))  # on the grid's device (CPU for a meta-device FLOP count)
+    return out

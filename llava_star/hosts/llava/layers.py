@@ -1,0 +1,111 @@
+"""transformers 4.37 LLaMA/Mistral layers as the engine's `LayerHost`, and the cache.
+
+Everything here is specific to the decoder-layer API llava 1.2.2 runs on: the 4-D additive
+mask (or FA2's 2-D padding mask), `position_ids` into each layer's own rotary table, and
+`DynamicCache`'s `key_cache` lists.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+
+class StarCache(DynamicCache):
+    """DynamicCache whose layers may hold different numbers of tokens, plus for every cached
+    token its original position and whether it is real (not padding).
+
+    `seen_tokens` counts the unpruned merged sequence, which is what `generate` uses to slice
+    new input ids against its attention mask; decode steps take their positions from
+    `key_positions` (each sample's last cached position + 1), not from `generate`."""
+
+    def __init__(self):
+        super().__init__()
+        self.key_positions: List[torch.Tensor] = []
+        self.key_valid: List[torch.Tensor] = []
+
+    def add_token_info(self, layer_idx: int, positions: torch.Tensor, valid: torch.Tensor) -> None:
+        if len(self.key_positions) <= layer_idx:
+            self.key_positions.append(positions)
+            self.key_valid.append(valid)
+        else:
+            self.key_positions[layer_idx] = torch.cat([self.key_positions[layer_idx], positions], 1)
+            self.key_valid[layer_idx] = torch.cat([self.key_valid[layer_idx], valid], 1)
+
+    def layer_lengths(self) -> List[int]:
+        return [k.shape[-2] for k in self.key_cache]
+
+    def next_positions(self, q: int) -> torch.Tensor:
+        """[B, q] positions of q new tokens: after the last position each sample holds."""
+        last = torch.stack([(p * v).max() for p, v in zip(self.key_positions[0], self.key_valid[0])])
+        return last[:, None] + 1 + torch.arange(q, device=last.device)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        for store in (self.key_cache, self.value_cache, self.key_positions, self.key_valid):
+            for i in range(len(store)):
+                store[i] = store[i].index_select(0, beam_idx.to(store[i].device))
+
+
+def attention_mask_for(impl: str, q_pos, k_pos, k_valid, q_len: int, dtype) -> Optional[torch.Tensor]:
+    """The mask a transformers 4.37 attention layer expects, or None when its own causal
+    handling is already right (no padding; prefill square or single-token decode), so
+    SDPA/FlashAttention take their causal fast path. Masks come from positions: key j is
+    visible to query i iff pos_j <= pos_i and j is real."""
+    no_padding = bool(k_valid.all())
+    square = q_len == k_pos.shape[1]
+    if impl == "flash_attention_2":
+        # FA2 takes a 2-D key padding mask and is causal by index, which our left-aligned,
+        # order-preserving layout satisfies.
+        return None if no_padding else k_valid.to(torch.long)
+    if no_padding and (q_len == 1 or (square and impl == "sdpa")):
+        return None
+    allowed = (k_pos[:, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+class LlamaLayers:
+    """The engine's view of a 4.37 `LlamaModel` / `MistralModel` (`lm`)."""
+
+    def __init__(self, lm):
+        self.lm = lm
+        self.num_layers = len(lm.layers)
+        self.impl = lm.config._attn_implementation
+
+    def begin(self, n_positions: int) -> None:
+        """Make every layer's rotary table hold `n_positions`. Each layer grows its own table
+        only to its own cache length, which after pruning is shorter than the positions it
+        holds (see patches/rotary.py); a plain int comparison per layer, no device sync."""
+        for layer in self.lm.layers:
+            rot = layer.self_attn.rotary_emb
+            if n_positions > rot.max_seq_len_cached:
+                rot._set_cos_sin_cache(seq_len=n_positions, device=rot.inv_freq.device, dtype=rot.cos_cached.dtype)
+
+    def run(self, i, h, q_pos, k_pos, k_valid, cache):
+        mask = attention_mask_for(self.impl, q_pos, k_pos, k_valid, h.shape[1], h.dtype)
+        return self.lm.layers[i](h, attention_mask=mask, position_ids=q_pos, past_key_value=cache, use_cache=True)[0]
+
+    def queries(self, i, h_rows, row_pos):
+        layer = self.lm.layers[i]
+        attn = layer.self_attn
+        x = layer.input_layernorm(h_rows)
+        bsz, q_len, _ = x.shape
+        q = attn.q_proj(x).view(bsz, q_len, attn.num_heads, attn.head_dim).transpose(1, 2)
+        cos, sin = attn.rotary_emb(q, seq_len=int(row_pos.max()) + 1)
+        return _rotate(q, cos, sin, row_pos)
+
+    def cached_keys(self, i, cache):
+        return cache.key_cache[i]
+
+    def norm(self, h):
+        return self.lm.norm(h)
+
+
+def _rotate(q, cos, sin, position_ids):
+    """Rotary embedding of q at the given positions (the same formula the layer applies)."""
+    cos = cos[position_ids].unsqueeze(1)
+    sin = sin[position_ids].unsqueeze(1)
+    half = q.shape[-1] // 2
+    rotated = torch.cat((-q[..., half:], q[..., :half]), dim=-1)
+    return q * cos + rotated * sin

@@ -33,7 +33,10 @@ def add_method_args(parser: argparse.ArgumentParser, extra_methods=(), extra_hel
     for flag, owners in _flags().items():
         knob = owners[0][1]
         helps = " / ".join(dict.fromkeys(k.help for _, k in owners)) if len(owners) > 1 else knob.help
-        g.add_argument(flag, type=knob.parse, default=None, choices=knob.choices, help=helps)
+        if knob.parse is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helps)
+        else:
+            g.add_argument(flag, type=knob.parse, default=None, choices=knob.choices, help=helps)
     g.add_argument(UNIT.flag, default=UNIT.default, choices=UNIT.choices, help=UNIT.help)
 
 

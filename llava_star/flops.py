@@ -26,9 +26,10 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .engine.counts import ImageTokens, decoder_keep, vision_keep
+from .engine.counts import ImageTokens, decoder_keep, ratio_of, vision_keep
 from .engine.plan import Plan
 from .methods import METHODS, MethodConfig, get
+from .pruning.merge import recycled_count
 from .geometry import GEOMETRIES, Geometry, get_geometry
 
 DEFAULT_TEXT_TOKENS = 64
@@ -53,14 +54,22 @@ def visual_counts(plan: Plan, g: Geometry):
     "image" (the engine's default) spreads an int vision budget evenly over the crops
     (rounded up per crop) and keeps an int decoder budget for the whole image. Ratios are of
     every crop's patches (vision) or of all the image's patches (decoder) in both units."""
-    image = ImageTokens(g.crops, g.num_patches, g.num_patches * g.crops)
-    first = image.rows if plan.vision is None else vision_keep(plan.vision.keep, plan.unit, image) * g.crops
+    image = _image(g)
+    first = image.rows
+    if plan.vision is not None:
+        extra = plan.vision.merge + int(plan.vision.cls_token)  # VisionZip's contextual and CLS tokens
+        first = (vision_keep(plan.vision.keep, plan.unit, image) + extra) * g.crops
     prev, stages, per_layer = first, {st.layer: st for st in plan.decoder}, []
     for i in range(g.layers):
         if i in stages:
-            prev = min(decoder_keep(stages[i].keep, plan.unit, image), prev)
+            k = min(decoder_keep(stages[i].keep, plan.unit, image), prev)
+            prev = k + (recycled_count(prev - k) if stages[i].recycle else 0)
         per_layer.append(prev)
     return first, per_layer
+
+
+def _image(g: Geometry) -> ImageTokens:
+    return ImageTokens(g.crops, g.num_patches, g.num_patches * g.crops)
 
 
 # ---------------------------------------------------------------- MAC formulas
@@ -97,22 +106,39 @@ def projector_macs(tokens: int, g: Geometry) -> int:
     return tokens * (dv * D + (int(m.group(1)) - 1) * D * D)
 
 
-def vision_score_macs(score: str, g: Geometry) -> int:
+def vision_score_macs(stage, g: Geometry) -> int:
     """Stage-1 overhead: q and k of the select layer recomputed over CLS + patches, and the
-    q k^T logits (softmax and means are not matmuls)."""
-    if score == "random":
+    q k^T logits (softmax and means are not matmuls); VisionZip's merge adds the key
+    similarity of the other patches to the contextual targets and their means."""
+    if stage.score == "random":
         return 0
     v = g.vision
     t = v.tokens
-    return 2 * t * v.hidden ** 2 + t * t * v.hidden
+    macs = 2 * t * v.hidden ** 2 + t * t * v.hidden
+    if stage.merge:
+        others = v.num_patches - ratio_of(stage.keep, v.num_patches) - stage.merge
+        macs += others * stage.merge * (v.hidden // v.heads) + stage.merge * others * v.hidden
+    return macs
 
 
-def decoder_score_macs(score: str, rows: int, keys: int, g: Geometry) -> int:
-    """Stage-2 overhead: q of the scoring rows at layer K-1 and their logits against the
-    `keys` tokens that layer cached."""
-    if score == "random":
+def decoder_score_macs(stage, rows: int, keys: int, g: Geometry) -> int:
+    """Stage-2 overhead: q of the scoring rows and their logits against the `keys` tokens of
+    the ranking layer (cached by layer K-1, or projected from layer K's input: `ranks="own"`)."""
+    if stage.score == "random":
         return 0
-    return rows * g.hidden * g.hidden + rows * keys * g.hidden
+    macs = rows * g.hidden * g.hidden + rows * keys * g.hidden
+    if stage.ranks == "own":
+        macs += keys * g.hidden * g.num_kv_heads * g.head_dim
+    return macs
+
+
+def recycle_macs(dropped: int, g: Geometry) -> int:
+    """SparseVLM's recycling of `dropped` tokens: the pairwise distances of the recycled ones
+    (one n x n matmul) and the cluster means."""
+    if dropped <= 0:
+        return 0
+    n = min(dropped, int(dropped * 0.3) + 1)
+    return n * n * g.hidden + recycled_count(dropped) * n * g.hidden
 
 
 @dataclass
@@ -161,11 +187,16 @@ def theory(g: Geometry, plan: Optional[Plan], text_tokens: int = DEFAULT_TEXT_TO
     projector = projector_macs(kept1, g)
     decoder = sum(decoder_layer_macs(v + text_tokens, g) for v in per_layer)
     fastv = sum(fastv_layer(v + text_tokens, g) for v in per_layer)
-    s_vis = g.crops * vision_score_macs(plan_.vision.score, g) if plan_.vision is not None else 0
+    s_vis = g.crops * vision_score_macs(plan_.vision, g) if plan_.vision is not None else 0
     s_dec = 0
+    if any(st.score == "embedding_raters" for st in plan_.decoder):
+        s_dec += kept1 * after * g.hidden  # SparseVLM's raters: V T^T of the input embeddings
     for st in plan_.decoder:
         rows = 1 if st.score == "last_token" else after
-        s_dec += decoder_score_macs(st.score, rows, per_layer[st.layer - 1] + text_tokens, g)
+        before = per_layer[st.layer - 1]
+        s_dec += decoder_score_macs(st, rows, before + text_tokens, g)
+        if st.recycle:
+            s_dec += recycle_macs(before - min(decoder_keep(st.keep, plan_.unit, _image(g)), before), g)
     lm_head = g.hidden * g.vocab  # the last position only (what generate needs)
     return Theory(plan_.name if not stock else "stock", budget, g.name, text_tokens, before, kept1, per_layer,
                   2 * vision, 2 * projector, 2 * decoder, 2 * s_vis, 2 * s_dec, 2 * lm_head, fastv, stock)

@@ -115,13 +115,15 @@ def new_tokens(out_row, bos: int = 1):
 
 def uncached_greedy(model, ids, pixels, n, **kw):
     """Greedy decoding without a KV cache: the whole prefix is recomputed every step, pruning
-    included, with the kept sets pinned to those of the last cached run (`model.star_record`),
-    so it must produce the same tokens as cached generation."""
-    from llava_star.engine.seams import ForcedSelection, hooks
+    included, with every selection pinned to what a prefill of `ids` chooses (the engine's
+    selector seam), so it must produce the same tokens as cached generation."""
+    from llava_star.engine.seams import Recorded, hooks
 
     seq, out = ids, []
-    forced = ForcedSelection([[k] for k in model.star_record[0].decoder_kept])
-    with torch.no_grad(), hooks(model, selector=forced):
+    recorded = Recorded()
+    with torch.no_grad(), hooks(model, selector=recorded):
+        model(ids, images=pixels, use_cache=False, **kw)
+    with torch.no_grad(), hooks(model, selector=recorded.replay()):
         for _ in range(n):
             nxt = int(model(seq, images=pixels, use_cache=False, **kw).logits[0, -1].argmax())
             out.append(nxt)

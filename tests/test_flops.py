@@ -179,7 +179,9 @@ def test_cli_next_budget_unit(capsys):
 @pytest.mark.parametrize("method,budget,expect", [
     ("star", 58, [504] * 20 + [58] * 20),                                   # K = L/2 = 20 on 40 layers
     ("pdrop", 58, [576] * 10 + [232] * 10 + [116] * 10 + [58] * 10),       # 8/16/24 of 32 -> 10/20/30
-    ("sparsevlm", 64, [576] * 3 + [66] * 5 + [30] * 11 + [17] * 21),       # 2/6/15 of 32 -> 3/8/19
+    # ranking layers 2/6/15 of 32 -> 3/8/19, whose outputs are pruned (stages at 4/9/20); each
+    # stage adds its recycled tokens: 66 + 16, 30 + 2, 17 + 1
+    ("sparsevlm", 64, [576] * 4 + [82] * 5 + [32] * 11 + [18] * 20),
 ])
 def test_13b_depth_scales_the_stage_layers(capsys, method, budget, expect):
     assert flops.main(["--geometry", "llava-v1.5-13b", "--method", method, "--budget", str(budget),

@@ -17,15 +17,24 @@ import torch
 from .seams import Hooks
 
 
+# Grid index of a visual row that is not a patch cell: a NeXT `image_newline` row (layout,
+# never dropped), a merged token (VisionZip's contextual tokens, SparseVLM's recycled ones) and
+# the CLIP CLS token (VisionZip passes it on).
+NEWLINE, MERGED, CLS = -1, -2, -3
+
+
 @dataclass
 class VisionResult:
     """What the vision stage did, one row per CLIP crop of the tower's batch.
     kept [N, k] grid indices when the stage removed patches itself (one crop per image);
+    grid [N, L] the grid index of every feature row it returned, where that is more than the
+    kept patches (CLS first, merged tokens after them: see NEWLINE, MERGED, CLS);
     keep_mask [N, P] when removal is deferred to after llava's merge (multi-crop images);
     scores [N, P] the stage's score of every patch (None when not scored)."""
     kept: Optional[torch.Tensor] = None
     keep_mask: Optional[torch.Tensor] = None
     scores: Optional[torch.Tensor] = None
+    grid: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -50,8 +59,8 @@ class PrefillContext:
         sizes = self.crops or [1] * len(self.spans)  # tower rows per sample
         per_sample = lambda t: None if t is None else torch.cat(rep(list(t.split(sizes))))  # noqa: E731
         v = self.vision
-        vision = VisionResult(None if v.kept is None else v.kept.repeat_interleave(r, 0),
-                              per_sample(v.keep_mask), per_sample(v.scores))
+        rows = lambda t: None if t is None else t.repeat_interleave(r, 0)  # noqa: E731  (one crop each)
+        vision = VisionResult(rows(v.kept), per_sample(v.keep_mask), per_sample(v.scores), rows(v.grid))
         return PrefillContext(self.hooks, rep(self.crops), None, None, vision, rep(self.spans), rep(self.layouts))
 
 

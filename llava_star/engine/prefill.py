@@ -13,7 +13,7 @@ from typing import List, Optional
 import torch
 
 from ..pruning.select import gather_tokens, pack_rows
-from .context import PrefillContext
+from .context import MERGED, PrefillContext
 from .counts import ImageTokens
 from .decoder import DecoderPruner, DecoderResult, LayerHost, VisualTokens
 from .record import PruneRecord
@@ -65,7 +65,8 @@ def sample_layouts(ctx: Optional[PrefillContext], valid_in: torch.Tensor, per_cr
                                    torch.arange(start + length, real.numel())])
             real = real[keep_rank.to(real.device)]
         else:
-            grid = v.kept[b].cpu() if v.kept is not None and v.kept.shape[1] == length else torch.arange(length)
+            rows = v.grid if v.grid is not None else v.kept  # the tower's output rows, when it pruned
+            grid = rows[b].cpu() if rows is not None and rows.shape[1] == length else torch.arange(length)
             image = ImageTokens.single(per_crop)
         scores = None if v.scores is None else v.scores[crops].reshape(-1).cpu()
         out.append(SampleLayout(real, start, grid, image, scores, span))
@@ -89,12 +90,12 @@ def prefill(pruner: DecoderPruner, host: LayerHost, embeds, attention_mask, ctx:
             [s.grid.to(device) for s in samples],
             [s.image or ImageTokens.single(per_crop) for s in samples], pruner.plan.unit)
     result = pruner.prefill(host, embeds, valid, visual, cache, hooks)
-    records = [record(s, b, result, pruner.plan.unit) for b, s in enumerate(samples)]
+    records = [record(s, b, result, pruner.plan) for b, s in enumerate(samples)]
     hooks.prefilled(records)
     return result.hidden, records
 
 
-def record(s: SampleLayout, b: int, result: DecoderResult, unit: str) -> PruneRecord:
+def record(s: SampleLayout, b: int, result: DecoderResult, plan) -> PruneRecord:
     patches = lambda g: g[g >= 0].cpu()  # noqa: E731  (newline rows are not patches)
     grid = s.grid if s.grid is not None else torch.zeros(0, dtype=torch.long)
     stage_scores, before = [], grid
@@ -104,7 +105,7 @@ def record(s: SampleLayout, b: int, result: DecoderResult, unit: str) -> PruneRe
         before = kept[b]
     image = s.image
     return PruneRecord(
-        num_patches=0 if image is None else (image.per_crop * image.crops if unit == "crop" else image.rows),
+        num_patches=0 if image is None else (image.per_crop * image.crops if plan.unit == "crop" else image.rows),
         stage1_kept=patches(grid),
         final_kept=patches(result.kept[-1][b] if result.kept else grid),
         tokens_per_layer=result.tokens_per_layer[b],
@@ -112,4 +113,5 @@ def record(s: SampleLayout, b: int, result: DecoderResult, unit: str) -> PruneRe
         stage1_scores=s.stage1_scores,
         stage2_scores=stage_scores,
         decoder_kept=[patches(k[b]) for k in result.kept],
+        merged=[int((g == MERGED).sum()) for g in ([grid] if plan.vision is not None else []) + [k[b] for k in result.kept]],
     )

@@ -1,7 +1,7 @@
 """The engine's two seams: a selector (which tokens a stage keeps) and observers (what
 happens when). Tools and tests use these instead of patching the engine's functions.
 
-    with llava_star.engine.hooks(model, selector=ForcedSelection(kept), observer=timer):
+    with llava_star.engine.seams.hooks(model, selector=recorded.replay(), observer=timer):
         model.generate(...)
 """
 from __future__ import annotations
@@ -18,8 +18,9 @@ from ..pruning.select import random_sorted, topk_sorted
 @dataclass(frozen=True)
 class Selection:
     """One choice the engine asks its selector to make: which of one image's candidate tokens a
-    stage keeps. Vision stages ask once per CLIP crop, decoder stages once per batch row."""
-    stage: str                        # "vision" or "decoder"
+    stage keeps. Vision stages ask once per CLIP crop, decoder stages once per batch row, and
+    a recycling stage once more for which dropped tokens it merges."""
+    stage: str                        # "vision", "decoder" or "recycle"
     index: int                        # the decoder stage's index in the plan (0 for vision)
     sample: int                       # batch row (decoder) or crop row of the tower's batch (vision)
     scores: Optional[torch.Tensor]    # [n] candidate scores; None for the random control
@@ -41,19 +42,24 @@ def top_k(sel: Selection) -> torch.Tensor:
     return topk_sorted(sel.scores, sel.k)
 
 
-class ForcedSelection:
-    """Keep given grid indices at every decoder stage (per stage, per sample), e.g. the sets
-    a cached run kept, so a recomputed prefix keeps the same tokens. Vision stages select as
-    usual (their scores do not depend on the text)."""
+class Recorded:
+    """A selector that remembers what `inner` chose, per (stage, stage index, sample), and can
+    replay it: a recomputation of the same prefix (e.g. generation without a KV cache) then
+    keeps exactly the tokens the recorded call kept, merged tokens included."""
 
-    def __init__(self, kept: Sequence[Sequence[torch.Tensor]]):
-        self.kept = kept
+    def __init__(self, inner: Selector = top_k):
+        self.inner = inner
+        self.choices = {}
 
     def __call__(self, sel: Selection) -> torch.Tensor:
-        if sel.stage != "decoder":
-            return top_k(sel)
-        want = self.kept[sel.index][sel.sample].to(sel.grid.device)
-        return torch.nonzero(torch.isin(sel.grid, want)).squeeze(1)
+        out = self.inner(sel)
+        self.choices[(sel.stage, sel.index, sel.sample)] = out
+        return out
+
+    def replay(self) -> Selector:
+        def replayed(sel: Selection) -> torch.Tensor:
+            return self.choices[(sel.stage, sel.index, sel.sample)]
+        return replayed
 
 
 class Observer:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..engine.plan import Plan
-from . import none, star, fastv, fastervlm, sparsevlm, pdrop, random  # noqa: F401  (registers them)
+from . import none, star, fastv, fastervlm, sparsevlm, pdrop, visionzip, random  # noqa: F401  (registers them)
 from .registry import REFERENCE_LAYERS, REFERENCE_TOKENS, Knob, Method, Shape, get, knobs_of, names
 from .schedule import scale_layer
 from .sparsevlm import SCHEDULES as SPARSEVLM_SCHEDULES

@@ -1,7 +1,9 @@
-"""PyramidDrop (Xing et al., CVPR'25): at layers 8, 16, 24, attention from the last
-instruction token; each stage halves what is left (Cooperx521/PyramidDrop)."""
+"""PyramidDrop (Xing et al., CVPR'25; Cooperx521/PyramidDrop): at rank layers 8, 16, 24,
+layer l's own input_layernorm, q_proj (last instruction token) and k_proj + rotary (every
+current token) on layer l's input rank the visual tokens; layers >= l see the kept set;
+position ids re-indexed after each drop. Each stage halves what is left."""
 from ..engine.plan import Plan
-from .registry import REFERENCE_TOKENS, Knob, Method, float_list, int_list, register
+from .registry import REFERENCE_TOKENS, Knob, Method, float_list, int_list, positions_knob, register
 from .schedule import decoder_stages
 
 
@@ -18,13 +20,14 @@ def _keeps(budget, knobs):
 def build(budget, knobs, shape) -> Plan:
     if budget is not None and budget > shape.max_tokens:
         raise ValueError(f"pdrop: --budget {budget} exceeds the {shape.max_tokens} visual tokens an image has")
-    return Plan("pdrop", None, decoder_stages("pdrop", knobs["layers"], "last_token",
-                                              _keeps(budget, knobs), shape.num_layers))
+    return Plan("pdrop", None, decoder_stages("pdrop", knobs["layers"], "last_token", _keeps(budget, knobs),
+                                              shape.num_layers, ranks="own"), positions=knobs["positions"])
 
 
 METHOD = register(Method(
-    "pdrop", "decoder layers 8, 16, 24: attention from the last instruction token; halving", build,
+    "pdrop", "rank layers 8, 16, 24: layer l's own attention from the last instruction token; halving", build,
     knobs=(Knob("layers", "--pdrop-layers", int_list, (8, 16, 24), "PDrop: layers (default 8,16,24)"),
            Knob("ratios", "--pdrop-ratios", float_list, None, "PDrop: keep ratios (default 0.5,0.25,0.125)",
-                sets_final=True)),
+                sets_final=True),
+           positions_knob("reindex")),
     source="PyramidDrop, Xing et al., CVPR'25"))

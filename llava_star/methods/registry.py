@@ -68,6 +68,14 @@ class Method:
         return min(self.budgets, key=lambda s: (abs(s - budget), s))
 
 
+def positions_knob(default: str) -> Knob:
+    """The position-id policy of a method with decoder stages, defaulting to its official code's."""
+    return Knob("positions", "--positions", str, default,
+                "position ids after a decoder stage drops tokens: original (keep them) or reindex "
+                "(0..n-1, as PDrop's and SparseVLM's code); default: the method's official choice",
+                choices=("original", "reindex"))
+
+
 # Every method takes the budget unit (LLaVA-NeXT).
 UNIT = Knob("unit", "--budget-unit", str, "image",
             "LLaVA-NeXT: counts per whole image (default) or per crop (576 each, Table 2(b) style)",

@@ -23,11 +23,14 @@ def check_schedule(method: str, layers: Sequence[int], keeps: Sequence) -> None:
         raise ValueError(f"{method}: keep values must not increase, got {list(keeps)}")
 
 
-def decoder_stages(method: str, layers, score: str, keeps, num_layers: int) -> Tuple[DecoderStage, ...]:
-    """Stages at the published layers scaled to `num_layers`; on shallow models two stages
-    that would land on one layer are kept distinct (the later moves one layer down)."""
+def decoder_stages(method: str, layers, score: str, keeps, num_layers: int, offset: int = 0,
+                   **stage) -> Tuple[DecoderStage, ...]:
+    """Stages at the published layers scaled to `num_layers` (plus `offset`: 1 where the
+    published layer is the one whose output is pruned); on shallow models two stages that
+    would land on one layer are kept distinct (the later moves one layer down). `stage`:
+    further DecoderStage fields."""
     check_schedule(method, layers, keeps)
-    scaled = [scale_layer(l, num_layers) for l in layers]
+    scaled = [scale_layer(l, num_layers) + offset for l in layers]
     for i in range(1, len(scaled)):
         scaled[i] = max(scaled[i], scaled[i - 1] + 1)
-    return tuple(DecoderStage(l, score, k) for l, k in zip(scaled, keeps))
+    return tuple(DecoderStage(l, score, k, **stage) for l, k in zip(scaled, keeps))

@@ -1,12 +1,12 @@
 """STAR (arXiv 2505.12359): stage 1 after CLIP, stage 2 at decoder layer K."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..engine.counts import UNITS, Count, check_count
 from ..engine.plan import DecoderStage, Plan, VisionStage, check_seed
-from .registry import Knob, Method, count, register
+from .registry import Knob, Method, count, positions_knob, register
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class StarConfig:
 
 def build(budget, knobs, shape) -> Plan:
     keep = knobs["keep"] if knobs["keep"] is not None else (budget if budget is not None else 58)
-    return StarConfig(knobs["stage1_keep"], knobs["layer"], keep, knobs["seed"], knobs["unit"]).plan(shape.num_layers)
+    plan = StarConfig(knobs["stage1_keep"], knobs["layer"], keep, knobs["seed"], knobs["unit"]).plan(shape.num_layers)
+    return replace(plan, positions=knobs["positions"])
 
 
 METHOD = register(Method(
@@ -55,5 +56,6 @@ METHOD = register(Method(
            Knob("layer", "--star-layer", int, None, "STAR: decoder layer K (default L/2)"),
            Knob("keep", "--star-keep", count, None, "STAR: visual tokens kept at layer K (default: --budget, 58)",
                 sets_final=True),
-           Knob("seed", None, int, 0, "unused by STAR's scores; kept for StarConfig")),
+           Knob("seed", None, int, 0, "unused by STAR's scores; kept for StarConfig"),
+           positions_knob("original")),
     source="this paper"))

@@ -33,6 +33,7 @@ def visionzip_contextual(hidden: torch.Tensor, keys: torch.Tensor, contextual: i
     targets = torch.arange(0, n, step, device=hidden.device)[:contextual]
     others = torch.ones(n, dtype=torch.bool, device=hidden.device)
     others[targets] = False
+    others = torch.nonzero(others).squeeze(1)  # indices, not a mask: bookkeeping stays data-free
     choice = (unit[:, others] @ unit[:, targets].transpose(1, 2)).argmax(dim=2)  # [B, N - contextual]
     assign = torch.nn.functional.one_hot(choice, contextual).to(hidden.dtype)     # [B, N - c, c]
     counts = assign.sum(dim=1).clamp(min=1).unsqueeze(-1)                          # [B, c, 1]
@@ -53,15 +54,20 @@ def sparsevlm_recycle(dropped: torch.Tensor, scores: torch.Tensor, tiebreak_nois
     n = dropped.shape[1]
     if n == 0:
         raise ValueError("sparsevlm: nothing was dropped, nothing to recycle")
-    n_recycled = min(n, int(n * 0.3) + 1)
+    n_recycled = recycle_size(n)
     top = scores.topk(n_recycled, dim=1).indices  # descending score, as torch.topk in the code
     picked = torch.gather(dropped, 1, top.unsqueeze(-1).expand(-1, -1, dropped.shape[2]))
     return cluster_merge(picked, int(n_recycled / 10) + 1, tiebreak_noise, generator)
 
 
+def recycle_size(n_dropped: int) -> int:
+    """How many of `n_dropped` dropped tokens SparseVLM recycles: the top 30%, plus one."""
+    return min(n_dropped, int(n_dropped * 0.3) + 1)
+
+
 def recycled_count(n_dropped: int) -> int:
     """How many merged tokens `sparsevlm_recycle` makes from `n_dropped` dropped tokens."""
-    return int(min(n_dropped, int(n_dropped * 0.3) + 1) / 10) + 1 if n_dropped else 0
+    return int(recycle_size(n_dropped) / 10) + 1 if n_dropped else 0
 
 
 def cluster_merge(x: torch.Tensor, k: int, tiebreak_noise: float = 1e-6,
@@ -78,7 +84,10 @@ def cluster_merge(x: torch.Tensor, k: int, tiebreak_noise: float = 1e-6,
     b, n, c = x.shape
     if not 0 < k <= n:
         raise ValueError(f"sparsevlm: cannot form {k} clusters from {n} tokens")
-    dist = torch.cdist(x, x) / c ** 0.5
+    # Euclidean distances in matmul form, as torch.cdist computes them for more than 25 rows
+    # (written out so FLOP counters see the matmul)
+    sq = (x * x).sum(dim=-1)
+    dist = (sq[:, :, None] + sq[:, None, :] - 2 * x @ x.transpose(1, 2)).clamp_min(0).sqrt() / c ** 0.5
     nearest = dist.topk(k, dim=-1, largest=False).values
     density = (-(nearest ** 2).mean(dim=-1)).exp()
     if tiebreak_noise:

@@ -1,6 +1,8 @@
 """Selection and index bookkeeping. Pure tensor functions, tested without a model."""
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 
@@ -22,11 +24,13 @@ def random_sorted(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)[:k].sort().values
 
 
-def resolve_count(keep: int | float, total: int) -> int:
-    """An int is a count, a float in (0, 1] a fraction of `total` (rounded, at least 1)."""
-    if isinstance(keep, float):
-        return max(1, min(total, int(round(keep * total))))
-    return min(int(keep), total)
+def image_seed(seed: int, pixels: torch.Tensor) -> int:
+    """A generator seed from `seed` and an image's pixels (rounded to fp16, so fp16 and fp32
+    runs of one image agree): the random control's subset follows the image, not its place
+    in a batch or a benchmark."""
+    data = pixels.detach().to(device="cpu", dtype=torch.float16).contiguous().numpy().tobytes()
+    digest = hashlib.sha256(str(int(seed)).encode() + b":" + data).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def pack_rows(index_lists: list[torch.Tensor], pad_index: int = 0):

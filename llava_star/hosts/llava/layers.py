@@ -36,9 +36,10 @@ class StarCache(DynamicCache):
     def layer_lengths(self) -> List[int]:
         return [k.shape[-2] for k in self.key_cache]
 
-    def next_positions(self, q: int) -> torch.Tensor:
-        """[B, q] positions of q new tokens: after the last position each sample holds."""
-        last = torch.stack([(p * v).max() for p, v in zip(self.key_positions[0], self.key_valid[0])])
+    def next_positions(self, q: int, layer_idx: int = 0) -> torch.Tensor:
+        """[B, q] positions of q new tokens in one layer: after the last position each sample
+        holds there."""
+        last = (self.key_positions[layer_idx] * self.key_valid[layer_idx]).max(dim=1).values
         return last[:, None] + 1 + torch.arange(q, device=last.device)
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
@@ -95,6 +96,15 @@ class LlamaLayers:
         cos, sin = attn.rotary_emb(q, seq_len=int(row_pos.max()) + 1)
         return _rotate(q, cos, sin, row_pos)
 
+    def keys(self, i, h, pos):
+        layer = self.lm.layers[i]
+        attn = layer.self_attn
+        x = layer.input_layernorm(h)
+        bsz, t, _ = x.shape
+        k = attn.k_proj(x).view(bsz, t, attn.num_key_value_heads, attn.head_dim).transpose(1, 2)
+        cos, sin = attn.rotary_emb(k, seq_len=int(pos.max()) + 1)
+        return _rotate(k, cos, sin, pos)
+
     def cached_keys(self, i, cache):
         return cache.key_cache[i]
 
@@ -103,7 +113,7 @@ class LlamaLayers:
 
 
 def _rotate(q, cos, sin, position_ids):
-    """Rotary embedding of q at the given positions (the same formula the layer applies)."""
+    """Rotary embedding of q (or k) at the given positions (the formula the layer applies)."""
     cos = cos[position_ids].unsqueeze(1)
     sin = sin[position_ids].unsqueeze(1)
     half = q.shape[-1] // 2

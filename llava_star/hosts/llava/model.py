@@ -100,9 +100,8 @@ class StarMixin:
             new_valid = (attention_mask[:, -q:].bool() if attention_mask is not None
                          else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device))
             # generate's own position ids count llava's merged sequence, which a deferred
-            # multi-crop vision stage shortens: continue from what each sample holds
-            hidden = self.star_pruner.decode(layers, inputs_embeds, cache.next_positions(q), new_valid, cache,
-                                             cache.seen_tokens + q)
+            # multi-crop vision stage shortens: the loop continues from what each layer holds
+            hidden = self.star_pruner.decode(layers, inputs_embeds, new_valid, cache, cache.seen_tokens + q)
         if last_logits_only or _GENERATING.get():
             hidden = hidden[:, -1:]
         logits = self.lm_head(hidden).float()

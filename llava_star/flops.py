@@ -54,6 +54,8 @@ def visual_counts(plan: Plan, g: Geometry):
     "image" (the engine's default) spreads an int vision budget evenly over the crops
     (rounded up per crop) and keeps an int decoder budget for the whole image. Ratios are of
     every crop's patches (vision) or of all the image's patches (decoder) in both units."""
+    if g.crops > 1 and plan.single_crop_only:
+        raise ValueError(f"{plan.name} needs one crop per image (LLaVA-1.5 layouts); {g.name} has {g.crops}")
     image = _image(g)
     first = image.rows
     if plan.vision is not None:
@@ -551,9 +553,23 @@ def _plans_for_all(args, g: Geometry):
     out = [("none", None, None)]
     for name in METHODS[1:]:
         b = get(name).nearest_budget(budget)
+        if b != budget:
+            print(f"note: {name} runs at budget {b}, its nearest published schedule (asked: {budget})",
+                  file=sys.stderr)
         unit = {"unit": args.budget_unit} if getattr(args, "budget_unit", "image") != "image" else {}
-        out.append((name, b, method_plan(name, b, g, **unit)))
+        plan = method_plan(name, b, g, **unit)
+        if g.crops > 1 and plan.single_crop_only:
+            print(f"note: {name} skipped: it needs one crop per image, {g.name} has {g.crops}", file=sys.stderr)
+            continue
+        out.append((name, b, plan))
     return out
+
+
+def _note_budget(name: str, budget: Optional[int], remaining: int) -> None:
+    """Say so when a method ends with another count than the budget asked for (an int budget
+    spread over NeXT's crops, rounded up per crop); schedule budgets (SparseVLM) are t_eq-like."""
+    if budget is not None and get(name).budgets is None and remaining != budget:
+        print(f"note: {name} --budget {budget} keeps {remaining} visual tokens here", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -576,6 +592,7 @@ def main(argv=None) -> int:
                 plan = Plan("none")
             plan.validate(g.layers, g.num_patches)
             rows.append(report(g, plan, args.text_tokens, args.text_before, budget, args.measured))
+            _note_budget(name, budget, rows[-1]["remaining"])
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     if args.json:

@@ -10,13 +10,14 @@ import torch
 
 
 def load_pretrained_model(model_path: str, model_base: Optional[str] = None, model_name: Optional[str] = None,
-                          star=None, device: str = "cuda",
+                          star=None, device: Optional[str] = None,
                           dtype: Optional[torch.dtype] = None, attn_implementation: Optional[str] = None,
                           fixed_grid: Optional[int] = None, **kwargs):
     """llava's `load_pretrained_model`, same 4-tuple (tokenizer, model, image_processor, context_len).
 
-    - `star`: a StarConfig / MethodConfig / Plan to prune with, or None for stock llava.
-    - `device="cpu"` loads fp32 (llava's builder forces fp16, slow and lossy on a CPU);
+    - `star`: a StarConfig / MethodConfig / Plan to prune with, or None for stock llava. Its
+      layers are checked against the checkpoint's config before any weight loads.
+    - `device`: "cuda" where CUDA is available, else "cpu" (the default picks); "cpu" loads fp32 (llava's builder forces fp16, slow and lossy on a CPU);
       `dtype` overrides. On CUDA the default stays llava's fp16.
     - `attn_implementation`: "sdpa" (transformers' default), "eager" or "flash_attention_2".
     - `fixed_grid=672`: LLaVA-NeXT only; every image uses one 672x672 anyres grid (2x2 crops
@@ -31,6 +32,12 @@ def load_pretrained_model(model_path: str, model_base: Optional[str] = None, mod
     if not os.path.isdir(model_path) and not _looks_like_hub_id(model_path):
         raise FileNotFoundError(f"--model-path {model_path}: no such directory")
     model_name = model_name or get_model_name_from_path(model_path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available here (use device='cpu')")
+    if star is not None:
+        _check_layers_before_loading(model_path, star)
     if dtype is None:
         dtype = torch.float32 if device == "cpu" else torch.float16
     if attn_implementation is not None:
@@ -59,3 +66,21 @@ def _looks_like_hub_id(path: str) -> bool:
     """'liuhaotian/llava-v1.5-7b' is a hub id; '/data/x', './x', '~/x' or 'a/b/c' are local paths."""
     parts = path.split("/")
     return len(parts) == 2 and all(parts) and not path.startswith((".", "~")) and os.path.sep == "/"
+
+
+def _check_layers_before_loading(model_path: str, star) -> None:
+    """Resolve the plan against the checkpoint's depth (config.json) so a layer outside the
+    model is refused before minutes of weight loading; token counts are checked on attach."""
+    import json
+
+    from .engine.plan import Plan
+
+    path = os.path.join(model_path, "config.json")
+    if not os.path.isfile(path):
+        return  # a hub id: checked when attached
+    with open(path) as f:
+        num_layers = json.load(f).get("num_hidden_layers")
+    if not isinstance(num_layers, int):
+        return
+    plan = star if isinstance(star, Plan) else star.plan(num_layers)
+    plan.validate(num_layers, 1 << 30)

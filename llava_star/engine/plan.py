@@ -84,6 +84,11 @@ class Plan:
                              "positions='reindex'")
 
     @property
+    def single_crop_only(self) -> bool:
+        """Merged or CLS tokens from the vision stage: llava's anyres merge cannot lay them out."""
+        return self.vision is not None and bool(self.vision.merge or self.vision.cls_token)
+
+    @property
     def prunes(self) -> bool:
         return self.vision is not None or bool(self.decoder)
 

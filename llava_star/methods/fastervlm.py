@@ -12,5 +12,5 @@ def build(budget, knobs, shape) -> Plan:
 METHOD = register(Method(
     "fastervlm", "vision stage: CLS attention in the CLIP select layer", build,
     knobs=(Knob("keep", "--visual-token-num", int, None, "FasterVLM: patches kept (default: --budget, 58)",
-                sets_final=True),),
+                sets_final=True, shown="--budget, else 58"),),
     source="FasterVLM, Zhang et al., 2024"))

@@ -13,6 +13,6 @@ METHOD = register(Method(
     "fastv", "decoder layer K (default 2): attention from the last prompt token in layer K-1", build,
     knobs=(Knob("k", "--fastv-k", int, 2, "FastV: layer K (default 2)"),
            Knob("keep", "--fastv-keep", count, None, "FastV: tokens kept, count or ratio (default: --budget, 0.5)",
-                sets_final=True),
+                sets_final=True, shown="--budget, else 0.5"),
            positions_knob("original")),
     source="FastV, Chen et al., ECCV'24"))

@@ -28,6 +28,6 @@ METHOD = register(Method(
     "pdrop", "rank layers 8, 16, 24: layer l's own attention from the last instruction token; halving", build,
     knobs=(Knob("layers", "--pdrop-layers", int_list, (8, 16, 24), "PDrop: layers (default 8,16,24)"),
            Knob("ratios", "--pdrop-ratios", float_list, None, "PDrop: keep ratios (default 0.5,0.25,0.125)",
-                sets_final=True),
+                sets_final=True, shown="4B,2B,B for --budget B, else 0.5,0.25,0.125"),
            positions_knob("reindex")),
     source="PyramidDrop, Xing et al., CVPR'25"))

@@ -11,6 +11,6 @@ def build(budget, knobs, shape) -> Plan:
 METHOD = register(Method(
     "random", "vision stage: a random subset of patches (the control)", build,
     knobs=(Knob("keep", "--visual-token-num", int, None, "random: patches kept (default: --budget, 58)",
-                sets_final=True),
+                sets_final=True, shown="--budget, else 58"),
            Knob("seed", "--prune-seed", int, 0, "random: seed of the kept subset (default 0)")),
     source="control"))

@@ -37,6 +37,7 @@ class Knob:
     help: str
     sets_final: bool = False
     choices: Optional[Tuple[str, ...]] = None
+    shown: str = ""  # the default as the docs table says it, where `default` is None (derived)
 
 
 @dataclass(frozen=True)

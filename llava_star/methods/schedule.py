@@ -15,10 +15,10 @@ def scale_layer(layer: int, num_layers: int) -> int:
 def check_schedule(method: str, layers: Sequence[int], keeps: Sequence) -> None:
     """Layers strictly increasing, one keep value per layer, keep values not increasing."""
     layers, keeps = tuple(layers), tuple(keeps)
-    if len(layers) != len(keeps):
-        raise ValueError(f"{method}: {len(layers)} layers but {len(keeps)} keep values; they must match")
     if any(b <= a for a, b in zip(layers, layers[1:])):
         raise ValueError(f"{method}: layers must increase, got {list(layers)}")
+    if len(layers) != len(keeps):
+        raise ValueError(f"{method}: {len(layers)} layers but {len(keeps)} keep values; they must match")
     if any(b > a for a, b in zip(keeps, keeps[1:])):
         raise ValueError(f"{method}: keep values must not increase, got {list(keeps)}")
 

@@ -53,9 +53,9 @@ METHOD = register(Method(
             "from the text after the image", build,
     knobs=(Knob("stage1_keep", "--star-stage1-keep", count, 0.875,
                 "STAR: patches kept after CLIP, count or ratio (default 0.875 = 504/576)"),
-           Knob("layer", "--star-layer", int, None, "STAR: decoder layer K (default L/2)"),
+           Knob("layer", "--star-layer", int, None, "STAR: decoder layer K (default L/2)", shown="L/2"),
            Knob("keep", "--star-keep", count, None, "STAR: visual tokens kept at layer K (default: --budget, 58)",
-                sets_final=True),
+                sets_final=True, shown="--budget, else 58"),
            Knob("seed", None, int, 0, "unused by STAR's scores; kept for StarConfig"),
            positions_knob("original")),
     source="this paper"))

@@ -29,8 +29,8 @@ METHOD = register(Method(
                  "similarity", build,
     knobs=(Knob("dominant", "--visionzip-dominant", int, None,
                 "VisionZip: dominant tokens, CLS included (default: --budget minus the contextual share)",
-                sets_final=True),
+                sets_final=True, shown="--budget - contextual, else 54"),
            Knob("contextual", "--visionzip-contextual", int, None,
                 "VisionZip: contextual (merged) tokens (default: round(--budget * 10/64); 64 -> 10)",
-                sets_final=True)),
+                sets_final=True, shown="round(--budget * 10/64), else 10")),
     source="VisionZip, Yang et al., CVPR'25"))

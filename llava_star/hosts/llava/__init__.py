@@ -35,6 +35,9 @@ def resolve_plan(model, config) -> Plan:
         plan = config.plan(num_layers)
     else:
         raise TypeError(f"expected StarConfig, MethodConfig or Plan, got {type(config).__name__}")
+    if plan.single_crop_only and getattr(model.config, "image_aspect_ratio", None) == "anyres":
+        raise ValueError(f"{plan.name} needs one crop per image (LLaVA-1.5 layouts); this is an anyres "
+                         "(LLaVA-NeXT) checkpoint")
     return plan.validate(num_layers, max_visual_tokens(model, plan.unit))
 
 

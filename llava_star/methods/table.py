@@ -1,0 +1,35 @@
+"""The methods as documentation, straight from the registry (docs/methods.md carries it)."""
+from __future__ import annotations
+
+from .registry import UNIT, get, names
+
+
+def _default(knob) -> str:
+    if knob.default is None:
+        return knob.shown or "from --budget"
+    if isinstance(knob.default, tuple):
+        return ",".join(map(str, knob.default))
+    return str(knob.default).lower() if isinstance(knob.default, bool) else str(knob.default)
+
+
+def markdown() -> str:
+    rows = ["| method | what it keeps | flags (default) | published budgets | source |",
+            "|---|---|---|---|---|"]
+    for name in names():
+        m = get(name)
+        flags = "<br>".join(f"`{k.flag}` ({_default(k)})" for k in m.knobs if k.flag) or "-"
+        budgets = ", ".join(map(str, m.budgets)) if m.budgets else "any"
+        rows.append(f"| `{name}` | {m.summary} | {flags} | {budgets} | {m.source or '-'} |")
+    return "\n".join(rows) + f"\n\nEvery method also takes `--budget N` and `{UNIT.flag}` ({UNIT.default}).\n"
+
+
+def flags() -> list:
+    """Every method flag, for scripts that pass them through (`python -m llava_star.methods --flags`)."""
+    out = ["--method", "--budget", UNIT.flag]
+    for name in names():
+        for k in get(name).knobs:
+            if k.flag and k.flag not in out:
+                out.append(k.flag)
+                if k.parse is bool:
+                    out.append("--no-" + k.flag[2:])
+    return out

@@ -196,7 +196,6 @@ def test_every_method_on_next(tiny_dir, images, name, budget):
         assert rec.stage1_kept.numel() <= -(-budget // n_crops) * n_crops
     elif name == "sparsevlm":  # the last stage keeps 17 of the cells and recycled tokens, then recycles
         assert rec.stage2_kept.numel() <= 17 and rec.merged[-1] >= 1
-        assert rec.stage2_kept.numel() + rec.merged[-1] > 17
     else:
         final = budget
         assert rec.stage2_kept.numel() == final

@@ -62,6 +62,7 @@ class DecoderResult:
     tokens_per_layer: List[List[int]]
     scores: List[List[torch.Tensor]]
     kept: List[List[torch.Tensor]]  # the grid index of every visual token after each stage
+    merged: List[List[int]]  # per stage, per sample: merged tokens the stage added
 
 
 class DecoderPruner:
@@ -81,7 +82,7 @@ class DecoderPruner:
             visual.raters = embedding_raters(embeds, valid, visual)
         h, scored_input = embeds, None  # scored_input: input of the layer a stage scores with
         counts = [[] for _ in range(embeds.shape[0])]
-        stage_scores, stage_kept = [], []
+        stage_scores, stage_kept, stage_merged = [], [], []
         for i in range(host.num_layers):
             stage = self.stages.get(i)
             if stage is not None and visual is not None:
@@ -95,12 +96,13 @@ class DecoderPruner:
                     pos = positions_of(valid)
                 stage_scores.append(scores)
                 stage_kept.append(list(visual.grid))
+                stage_merged.append([0 if m is None else int(m.shape[0]) for m in (merged or [None] * len(scores))])
             for b in range(h.shape[0]):
                 counts[b].append(0 if visual is None else int(visual.pos[b].numel()))
             scored_input = h if (i + 1) in self.stages else None
             cache.add_token_info(i, pos, valid)
             h = host.run(i, h, pos, pos, valid, cache)
-        return DecoderResult(host.norm(h), counts, stage_scores, stage_kept)
+        return DecoderResult(host.norm(h), counts, stage_scores, stage_kept, stage_merged)
 
     @staticmethod
     def _score(host: LayerHost, layer_idx: int, h_in, pos, valid, visual: VisualTokens, stage, cache):

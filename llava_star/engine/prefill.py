@@ -113,5 +113,5 @@ def record(s: SampleLayout, b: int, result: DecoderResult, plan) -> PruneRecord:
         stage1_scores=s.stage1_scores,
         stage2_scores=stage_scores,
         decoder_kept=[patches(k[b]) for k in result.kept],
-        merged=[int((g == MERGED).sum()) for g in ([grid] if plan.vision is not None else []) + [k[b] for k in result.kept]],
+        merged=([int((grid == MERGED).sum())] if plan.vision is not None else []) + [m[b] for m in result.merged],
     )

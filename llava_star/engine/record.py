@@ -24,9 +24,9 @@ class PruneRecord:
         stage1_kept (first stage) or decoder_kept[i - 1] (later stages).
     decoder_kept: per decoder stage, the grid indices it kept, in sequence order.
     merged: per stage (the vision stage first, when the plan has one), how many merged tokens
-        (not grid cells: VisionZip's contextual tokens, SparseVLM's recycled ones) are among
-        the visual tokens after it. They count in tokens_per_layer, never in the *_kept
-        lists; nor does VisionZip's CLS token.
+        (not grid cells: VisionZip's contextual tokens, SparseVLM's recycled ones) it added.
+        They count in tokens_per_layer (and may be dropped by later stages), never in the
+        *_kept lists; VisionZip's CLS token counts in tokens_per_layer only.
     On LLaVA-NeXT a grid index is crop * 576 + patch (crop 0 = the base image), and sequence
     order is llava's merge order (crops interleave row by row), not ascending.
     """
@@ -38,7 +38,7 @@ class PruneRecord:
     stage1_scores: Optional[torch.Tensor] = None
     stage2_scores: List[torch.Tensor] = field(default_factory=list)
     decoder_kept: List[torch.Tensor] = field(default_factory=list)  # grid indices per decoder stage
-    merged: List[int] = field(default_factory=list)  # merged tokens present after each stage
+    merged: List[int] = field(default_factory=list)  # merged tokens added by each stage
 
     @property
     def stage2_kept(self) -> torch.Tensor:

@@ -10,8 +10,8 @@
 #   PYTHON                interpreter (default: `python` of the active environment)
 #   CKPT                  name of this run's answers (default: <model>_<method>[-b<budget>][-<knob><value>...])
 #   SCORE_ARGS            extra scorer flags, e.g. "--allow-missing"
-#   CONV_MODE             conversation template (default: from the model name: mistral_instruct
-#                         for *mistral*, chatml_direct for *34b*, else vicuna_v1 as LLaVA's scripts)
+#   CONV_MODE             conversation template (default: from the model name, llava_star.prompting:
+#                         mistral_instruct for *mistral*, chatml_direct for *v1.6-34b*, else vicuna_v1)
 #
 # LLaVA-NeXT (llava-v1.6-*) checkpoints work the same way; their pruning flags:
 #   --budget-unit image|crop   a budget for the whole image (default) or for every 576-patch crop
@@ -86,15 +86,10 @@ ckpt_name() {
     printf '%s\n' "${name//[^A-Za-z0-9._-]/-}"
 }
 
-# default_conv_mode MODEL_PATH: the template LLaVA uses for that family of checkpoints.
+# default_conv_mode MODEL_PATH: the template for that family of checkpoints, from
+# llava_star.prompting (the one rule the runners, demo and visualizer use).
 default_conv_mode() {
-    local name
-    name="$(basename "${1%/}" | tr '[:upper:]' '[:lower:]')"
-    case "$name" in
-        *mistral*) echo mistral_instruct ;;
-        *34b*) echo chatml_direct ;;
-        *) echo vicuna_v1 ;;
-    esac
+    "$PYTHON" -m llava_star.prompting --conv-mode-for "$1"
 }
 
 # eval_init "$@": MODEL_PATH, RUNNER_FLAGS (array), CKPT, BENCH_DIR checks are per script.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, List
 
-from .common import (ScoreInputError, emit_json, index_by, pct, preview, print_table, read_answers,
+from .common import (InputError, emit_json, index_by, pct, preview, print_table, read_answers,
                      read_json, write_json)
 
 
@@ -25,23 +25,23 @@ def score_gqa(answers: List[Dict[str, Any]], questions: Dict[str, Dict[str, Any]
               allow_missing: bool = False, source: str = "--answers-file") -> Dict[str, Any]:
     """``questions`` is the GQA json (question id -> {question, answer, isBalanced, types, ...})."""
     if not isinstance(questions, dict):
-        raise ScoreInputError("--questions: expected a JSON object mapping question id -> question")
+        raise InputError("--questions: expected a JSON object mapping question id -> question")
     preds = {k: gqa_prediction(a["text"])
              for k, a in index_by(answers, "question_id", source, keyfunc=str).items()}
     extra = [k for k in preds if k not in questions]
     if extra:
-        raise ScoreInputError(f"{source}: {len(extra)} answers have a question_id not in --questions: {preview(extra)}")
+        raise InputError(f"{source}: {len(extra)} answers have a question_id not in --questions: {preview(extra)}")
     # Like the official eval, only balanced questions count (all of testdev_balanced are).
     scored = {k: q for k, q in questions.items() if q.get("isBalanced", True)}
     missing = [k for k in scored if k not in preds]
     if missing and not allow_missing:
-        raise ScoreInputError(f"{source}: {len(missing)} of {len(scored)} questions have no answer: "
+        raise InputError(f"{source}: {len(missing)} of {len(scored)} questions have no answer: "
                               f"{preview(missing)} (pass --allow-missing to count them as wrong)")
     correct = 0
     by_type: Dict[str, List[int]] = {}
     for k, q in scored.items():
         if "answer" not in q:
-            raise ScoreInputError(f"--questions: question {k!r} has no 'answer'")
+            raise InputError(f"--questions: question {k!r} has no 'answer'")
         ok = int(preds.get(k) == q["answer"])
         correct += ok
         t = (q.get("types") or {}).get("structural")

@@ -8,7 +8,7 @@ import argparse
 import re
 from typing import Any, Dict, List, Optional
 
-from .common import (ScoreInputError, emit_json, preview, print_table, read_answers, read_jsonl,
+from .common import (InputError, emit_json, preview, print_table, read_answers, read_jsonl,
                      require_keys, write_json)
 
 _KEY = re.compile(r"^v1_\d+$")
@@ -31,22 +31,22 @@ def make_mmvet_results(answers: List[Dict[str, Any]], questions: Optional[List[D
         try:
             key = mmvet_key(a["question_id"])
         except ValueError:
-            raise ScoreInputError(f"{source}, line {a.get('__line__', '?')}: question_id {a['question_id']!r} "
+            raise InputError(f"{source}, line {a.get('__line__', '?')}: question_id {a['question_id']!r} "
                                   f"is neither a number nor 'v1_<n>'") from None
         if key in out:
-            raise ScoreInputError(f"{source}, line {a.get('__line__', '?')}: duplicate question_id {a['question_id']!r}")
+            raise InputError(f"{source}, line {a.get('__line__', '?')}: duplicate question_id {a['question_id']!r}")
         out[key] = a["text"]
     if questions is not None:
         try:
             expected = {mmvet_key(q["question_id"]) for q in questions}
         except ValueError as e:
-            raise ScoreInputError(f"--question-file: question_id {str(e)!r} is neither a number nor 'v1_<n>'") from None
+            raise InputError(f"--question-file: question_id {str(e)!r} is neither a number nor 'v1_<n>'") from None
         extra = sorted(set(out) - expected)
         missing = sorted(expected - set(out))
         if extra:
-            raise ScoreInputError(f"{source}: {len(extra)} answers are not in --question-file: {preview(extra)}")
+            raise InputError(f"{source}: {len(extra)} answers are not in --question-file: {preview(extra)}")
         if missing:
-            raise ScoreInputError(f"{source}: {len(missing)} of {len(expected)} questions have no answer: {preview(missing)}")
+            raise InputError(f"{source}: {len(missing)} of {len(expected)} questions have no answer: {preview(missing)}")
     # Sort by n so the file reads in question order.
     return dict(sorted(out.items(), key=lambda kv: int(kv[0][3:])))
 

@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import Any, Dict, List
 
-from .common import (ScoreInputError, check_dir, emit_json, index_by, pct, preview, print_table,
+from .common import (InputError, check_dir, emit_json, index_by, pct, preview, print_table,
                      read_answers, read_jsonl, require_keys, strip_llava_suffix)
 
 def parse_pope_answer(text: str) -> str:
@@ -29,24 +29,24 @@ def check_alignment(split: str, questions: List[Dict[str, Any]], annotations: Li
     k * 10**7 + the annotation id.
     """
     if len(questions) != len(annotations):
-        raise ScoreInputError(f"{ann_source}: {len(annotations)} annotations but the question file has "
+        raise InputError(f"{ann_source}: {len(annotations)} annotations but the question file has "
                               f"{len(questions)} questions of category {split!r}")
     offset = None
     for q, a in zip(questions, annotations):
         where = f"{ann_source}, line {a.get('__line__', '?')} vs --question-file line {q.get('__line__', '?')}"
         if q["image"] != a["image"]:
-            raise ScoreInputError(f"{where}: image {a['image']!r} != {q['image']!r} (misaligned POPE split {split!r})")
+            raise InputError(f"{where}: image {a['image']!r} != {q['image']!r} (misaligned POPE split {split!r})")
         if strip_llava_suffix(q["text"]) != a["text"].strip():
-            raise ScoreInputError(f"{where}: question {a['text']!r} != {strip_llava_suffix(q['text'])!r} "
+            raise InputError(f"{where}: question {a['text']!r} != {strip_llava_suffix(q['text'])!r} "
                                   f"(misaligned POPE split {split!r})")
         try:
             diff = int(q["question_id"]) - int(a["question_id"])
         except (TypeError, ValueError):
-            raise ScoreInputError(f"{where}: non-integer question_id") from None
+            raise InputError(f"{where}: non-integer question_id") from None
         if offset is None:
             offset = diff
         elif diff != offset:
-            raise ScoreInputError(f"{where}: question_id {a['question_id']} does not line up with "
+            raise InputError(f"{where}: question_id {a['question_id']} does not line up with "
                                   f"{q['question_id']} (misaligned POPE split {split!r})")
 
 
@@ -76,10 +76,10 @@ def score_pope(answers: List[Dict[str, Any]], questions: List[Dict[str, Any]],
         by_split.setdefault(q["category"], []).append(q)
     for split in by_split:
         if split not in annotations:
-            raise ScoreInputError(f"--annotation-dir: no coco_pope_{split}.json for question category {split!r}")
+            raise InputError(f"--annotation-dir: no coco_pope_{split}.json for question category {split!r}")
     for split in annotations:
         if split not in by_split:
-            raise ScoreInputError(f"--question-file: no questions of category {split!r}, "
+            raise InputError(f"--question-file: no questions of category {split!r}, "
                                   f"but {ann_sources[split]} exists")
         check_alignment(split, by_split[split], annotations[split], ann_sources[split])
 
@@ -87,15 +87,15 @@ def score_pope(answers: List[Dict[str, Any]], questions: List[Dict[str, Any]],
     ans = index_by(answers, "question_id", source)
     extra = [k for k in ans if k not in qids]
     if extra:
-        raise ScoreInputError(f"{source}: {len(extra)} answers have a question_id not in --question-file: {preview(extra)}")
+        raise InputError(f"{source}: {len(extra)} answers have a question_id not in --question-file: {preview(extra)}")
     missing = [k for k in qids if k not in ans]
     if missing:
-        raise ScoreInputError(f"{source}: {len(missing)} questions of --question-file have no answer: {preview(missing)}")
+        raise InputError(f"{source}: {len(missing)} questions of --question-file have no answer: {preview(missing)}")
     # LLaVA's runner writes the question text as the answer's prompt: an answers file made
     # from another question file with the same ids would otherwise be scored silently.
     for k, a in ans.items():
         if "prompt" in a and a["prompt"] != qids[k]["text"]:
-            raise ScoreInputError(f"{source}, line {a.get('__line__', '?')}: the prompt of question {k!r} is "
+            raise InputError(f"{source}, line {a.get('__line__', '?')}: the prompt of question {k!r} is "
                                   f"{a['prompt']!r} but --question-file asks {qids[k]['text']!r} "
                                   f"(answers made from a different question file?)")
 
@@ -106,7 +106,7 @@ def score_pope(answers: List[Dict[str, Any]], questions: List[Dict[str, Any]],
         for a in annotations[split]:
             label = str(a["label"]).strip().lower()
             if label not in ("yes", "no"):
-                raise ScoreInputError(f"{ann_sources[split]}, line {a.get('__line__', '?')}: label {a['label']!r} is not yes/no")
+                raise InputError(f"{ann_sources[split]}, line {a.get('__line__', '?')}: label {a['label']!r} is not yes/no")
             labels.append(label)
         splits[split] = binary_metrics(preds, labels)
     mean_f1 = sum(m["f1"] for m in splits.values()) / len(splits) if splits else 0.0
@@ -124,7 +124,7 @@ def load_annotations(annotation_dir: str) -> Dict[str, Any]:
             anns[split] = read_jsonl(path, "--annotation-dir")
             require_keys(anns[split], ("question_id", "image", "text", "label"), path, "--annotation-dir")
     if not anns:
-        raise ScoreInputError(f"--annotation-dir: no coco_pope_<split>.json files in {annotation_dir}")
+        raise InputError(f"--annotation-dir: no coco_pope_<split>.json files in {annotation_dir}")
     return {"annotations": anns, "sources": sources}
 
 

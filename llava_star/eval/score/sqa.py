@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Dict, List
 
-from .common import (ScoreInputError, check_dir, emit_json, index_by, pct, preview, print_table,
+from .common import (InputError, check_dir, emit_json, index_by, pct, preview, print_table,
                      read_answers, read_json, write_json)
 
 OPTIONS = ["A", "B", "C", "D", "E"]
@@ -35,21 +35,21 @@ def score_sqa(predictions: List[Dict[str, Any]], problems: Dict[str, Dict[str, A
     split_set = set(split_ids)
     extra = [k for k in preds if k not in split_set]
     if extra:
-        raise ScoreInputError(f"{source}: {len(extra)} predictions are not problems of the split: {preview(extra)}")
+        raise InputError(f"{source}: {len(extra)} predictions are not problems of the split: {preview(extra)}")
     if not isinstance(problems, dict):
-        raise ScoreInputError("--base-dir: problems.json is not a JSON object (problem id -> problem)")
+        raise InputError("--base-dir: problems.json is not a JSON object (problem id -> problem)")
     absent = [k for k in split_ids if k not in problems]
     if absent:
-        raise ScoreInputError(f"--base-dir: {len(absent)} split ids are not in problems.json: {preview(absent)}")
+        raise InputError(f"--base-dir: {len(absent)} split ids are not in problems.json: {preview(absent)}")
     for k in split_ids:
         prob = problems[k]
         if not (isinstance(prob, dict) and isinstance(prob.get("choices"), list)
                 and isinstance(prob.get("answer"), int) and 0 <= prob["answer"] < min(len(prob["choices"]), len(OPTIONS))):
-            raise ScoreInputError(f"--base-dir: problems.json, problem {k!r}: expected 'choices' (a list) and "
+            raise InputError(f"--base-dir: problems.json, problem {k!r}: expected 'choices' (a list) and "
                                   f"'answer' (the index of the right choice)")
     missing = [k for k in split_ids if k not in preds]
     if missing and not allow_missing:
-        raise ScoreInputError(f"{source}: {len(missing)} of {len(split_ids)} problems have no prediction: "
+        raise InputError(f"{source}: {len(missing)} of {len(split_ids)} problems have no prediction: "
                               f"{preview(missing)} (pass --allow-missing to count them as wrong)")
 
     correct, incorrect = [], []
@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> None:
     splits = read_json(os.path.join(args.base_dir, "pid_splits.json"), "--base-dir")
     problems = read_json(os.path.join(args.base_dir, "problems.json"), "--base-dir")
     if not isinstance(splits, dict) or args.split not in splits:
-        raise ScoreInputError(f"--split: {args.split!r} is not a split in {args.base_dir}/pid_splits.json")
+        raise InputError(f"--split: {args.split!r} is not a split in {args.base_dir}/pid_splits.json")
     if not isinstance(splits[args.split], list):
-        raise ScoreInputError(f"--base-dir: pid_splits.json: split {args.split!r} is not a list of problem ids")
+        raise InputError(f"--base-dir: pid_splits.json: split {args.split!r} is not a list of problem ids")
     predictions = read_answers(args.result_file, "--result-file")
     r = score_sqa(predictions, problems, [str(x) for x in splits[args.split]],
                   allow_missing=args.allow_missing, source=f"--result-file {args.result_file}")

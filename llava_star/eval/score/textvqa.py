@@ -11,7 +11,7 @@ import argparse
 import re
 from typing import Any, Dict, List, Tuple
 
-from .common import ScoreInputError, emit_json, pct, preview, print_table, read_answers, read_json
+from .common import InputError, emit_json, pct, preview, print_table, read_answers, read_json
 from .vqa_normalize import normalize_vqa_answer, vqa_answer_scores
 
 
@@ -38,9 +38,9 @@ def score_textvqa(answers: List[Dict[str, Any]], annotations: List[Dict[str, Any
     for a in annotations:
         for k in ("question_id", "answers"):
             if not isinstance(a, dict) or k not in a:
-                raise ScoreInputError(f"--annotation-file: an entry has no {k!r}: {preview([a], 1)}")
+                raise InputError(f"--annotation-file: an entry has no {k!r}: {preview([a], 1)}")
         if not isinstance(a["answers"], list) or not all(isinstance(x, str) for x in a["answers"]):
-            raise ScoreInputError(f"--annotation-file: question {a['question_id']!r}: 'answers' is not a "
+            raise InputError(f"--annotation-file: question {a['question_id']!r}: 'answers' is not a "
                                   f"list of strings")
         by_qid[a["question_id"]] = a
         if "image_id" in a and "question" in a:
@@ -65,23 +65,23 @@ def score_textvqa(answers: List[Dict[str, Any]], annotations: List[Dict[str, Any
             unmatched.append(f"{qid} (line {ans.get('__line__', '?')})")
             continue
         if ann["question_id"] in matched:
-            raise ScoreInputError(f"{source}: two answers for TextVQA question {ann['question_id']} "
+            raise InputError(f"{source}: two answers for TextVQA question {ann['question_id']} "
                                   f"(line {ans.get('__line__', '?')})")
         matched[ann["question_id"]] = (ans, ann)
     if unmatched:
-        raise ScoreInputError(f"{source}: {len(unmatched)} answers match no question in --annotation-file: "
+        raise InputError(f"{source}: {len(unmatched)} answers match no question in --annotation-file: "
                               f"{preview(unmatched, 3)}")
     missing = [k for k in by_qid if k not in matched]
     if missing and not allow_missing:
-        raise ScoreInputError(f"{source}: {len(missing)} of {len(by_qid)} annotated questions have no answer: "
+        raise InputError(f"{source}: {len(missing)} of {len(by_qid)} annotated questions have no answer: "
                               f"{preview(missing)} (pass --allow-missing to score only the answered ones)")
     if not matched:
-        raise ScoreInputError(f"{source}: no answers to score")
+        raise InputError(f"{source}: no answers to score")
 
     total = 0.0
     for ans, ann in matched.values():
         if not ann["answers"]:
-            raise ScoreInputError(f"--annotation-file: question {ann['question_id']} has no human answers")
+            raise InputError(f"--annotation-file: question {ann['question_id']} has no human answers")
         total += vqa_answer_scores(ann["answers"]).get(normalize_vqa_answer(ans["text"]), 0.0)
     return {"accuracy": pct(total, len(matched)), "samples": len(matched), "missing": len(missing)}
 
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> None:
     answers = read_answers(args.answers_file)
     ann = read_json(args.annotation_file, "--annotation-file")
     if not isinstance(ann, dict) or not isinstance(ann.get("data"), list):
-        raise ScoreInputError(f"--annotation-file: {args.annotation_file} has no 'data' list")
+        raise InputError(f"--annotation-file: {args.annotation_file} has no 'data' list")
     r = score_textvqa(answers, ann["data"], source=f"--answers-file {args.answers_file}",
                       allow_missing=args.allow_missing)
     print_table(["TextVQA", "accuracy", "samples", "unanswered"],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, List
 
-from .common import (ScoreInputError, emit_json, index_by, preview, print_table, read_answers, read_jsonl,
+from .common import (InputError, emit_json, index_by, preview, print_table, read_answers, read_jsonl,
                      require_keys, write_json)
 from .vqa_normalize import normalize_vqa_answer
 
@@ -19,10 +19,10 @@ def make_vizwiz_submission(answers: List[Dict[str, Any]], split: List[Dict[str, 
     split_by_id = index_by(split, "question_id", "--test-split", keyfunc=str)
     extra = [k for k in by_id if k not in split_by_id]
     if extra:
-        raise ScoreInputError(f"{source}: {len(extra)} answers have a question_id not in --test-split: {preview(extra)}")
+        raise InputError(f"{source}: {len(extra)} answers have a question_id not in --test-split: {preview(extra)}")
     missing = [k for k in split_by_id if k not in by_id]
     if missing:
-        raise ScoreInputError(f"{source}: {len(missing)} of {len(split_by_id)} test questions have no answer: "
+        raise InputError(f"{source}: {len(missing)} of {len(split_by_id)} test questions have no answer: "
                               f"{preview(missing)}")
     upload = [{"image": q["image"], "answer": normalize_vqa_answer(by_id[k]["text"])} for k, q in split_by_id.items()]
     n_unanswerable = sum(u["answer"] == "unanswerable" for u in upload)

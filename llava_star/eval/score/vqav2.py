@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, List, Optional
 
-from .common import (ScoreInputError, emit_json, index_by, pct, preview, print_table, read_answers,
+from .common import (InputError, emit_json, index_by, pct, preview, print_table, read_answers,
                      read_json, read_jsonl, require_keys, write_json)
 from .vqa_normalize import normalize_vqa_answer, vqa_answer_scores
 
@@ -19,7 +19,7 @@ def _qid(x: Any, source: str = "--test-split") -> int:
     try:
         return int(x)
     except (TypeError, ValueError):
-        raise ScoreInputError(f"{source}: question_id {x!r} is not an integer (VQAv2 ids are)") from None
+        raise InputError(f"{source}: question_id {x!r} is not an integer (VQAv2 ids are)") from None
 
 
 def _answers_by_id(answers: List[Dict[str, Any]], source: str) -> Dict[int, Dict[str, Any]]:
@@ -34,7 +34,7 @@ def make_vqav2_submission(answers: List[Dict[str, Any]], split: List[Dict[str, A
     split_set = set(split_ids)
     extra = [k for k in by_id if k not in split_set]
     if extra:
-        raise ScoreInputError(f"{source}: {len(extra)} answers have a question_id not in --test-split: {preview(extra)}")
+        raise InputError(f"{source}: {len(extra)} answers have a question_id not in --test-split: {preview(extra)}")
     upload, missing = [], 0
     for qid in split_ids:
         if qid in by_id:
@@ -56,23 +56,23 @@ def score_vqav2(answers: List[Dict[str, Any]], annotations: List[Dict[str, Any]]
     anns = {}
     for a in annotations:
         if "question_id" not in a or "answers" not in a:
-            raise ScoreInputError("--annotation-file: an annotation lacks question_id or answers")
+            raise InputError("--annotation-file: an annotation lacks question_id or answers")
         anns[_qid(a["question_id"], "--annotation-file")] = a
     qids = [_qid(q["question_id"]) for q in split] if split is not None else list(by_id)
     if split is not None:
         qid_set = set(qids)
         extra = [k for k in by_id if k not in qid_set]
         if extra:
-            raise ScoreInputError(f"{source}: {len(extra)} answers have a question_id not in --test-split: {preview(extra)}")
+            raise InputError(f"{source}: {len(extra)} answers have a question_id not in --test-split: {preview(extra)}")
     no_ann = [k for k in qids if k not in anns]
     if no_ann:
-        raise ScoreInputError(f"--annotation-file: {len(no_ann)} questions have no annotation: {preview(no_ann)}")
+        raise InputError(f"--annotation-file: {len(no_ann)} questions have no annotation: {preview(no_ann)}")
     missing = [k for k in qids if k not in by_id]
     if missing and not allow_missing:
-        raise ScoreInputError(f"{source}: {len(missing)} of {len(qids)} questions have no answer: {preview(missing)} "
+        raise InputError(f"{source}: {len(missing)} of {len(qids)} questions have no answer: {preview(missing)} "
                               f"(pass --allow-missing to count them as wrong)")
     if not qids:
-        raise ScoreInputError(f"{source}: no answers to score")
+        raise InputError(f"{source}: no answers to score")
     total = 0.0
     per_type: Dict[str, List[float]] = {}
     for k in qids:
@@ -80,7 +80,7 @@ def score_vqav2(answers: List[Dict[str, Any]], annotations: List[Dict[str, Any]]
         gts = [g.get("answer") if isinstance(g, dict) else g for g in ann["answers"]] \
             if isinstance(ann["answers"], list) else None
         if not gts or not all(isinstance(g, str) for g in gts):
-            raise ScoreInputError(f"--annotation-file: question {k}: 'answers' is not a non-empty list of "
+            raise InputError(f"--annotation-file: question {k}: 'answers' is not a non-empty list of "
                                   f"answers ({{answer: str}} or str)")
         s = vqa_answer_scores(gts).get(normalize_vqa_answer(by_id[k]["text"]), 0.0) if k in by_id else 0.0
         total += s
@@ -105,10 +105,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     if not args.dst and not args.annotation_file:
-        raise ScoreInputError("vqav2: give --dst (with --test-split) to write a submission, "
+        raise InputError("vqav2: give --dst (with --test-split) to write a submission, "
                               "or --annotation-file for local accuracy")
     if args.dst and not args.test_split:
-        raise ScoreInputError("--dst needs --test-split (the submission must cover every test question)")
+        raise InputError("--dst needs --test-split (the submission must cover every test question)")
     answers = read_answers(args.answers_file)
     source = f"--answers-file {args.answers_file}"
     split = None
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
     if args.annotation_file:
         ann = read_json(args.annotation_file, "--annotation-file")
         if not isinstance(ann, dict) or not isinstance(ann.get("annotations"), list):
-            raise ScoreInputError(f"--annotation-file: {args.annotation_file} has no 'annotations' list")
+            raise InputError(f"--annotation-file: {args.annotation_file} has no 'annotations' list")
         r = score_vqav2(answers, ann["annotations"], split=split, allow_missing=args.allow_missing, source=source)
         rows = [["all", r["accuracy"], r["questions"]]] + [[f"  {t}", a, ""] for t, a in r["by_answer_type"].items()]
         print_table(["VQAv2", "accuracy", "questions"], rows, title="=== VQAv2 local VQA accuracy (percent) ===")

@@ -502,8 +502,13 @@ SQA_PROBLEMS = {
     "p5": {"choices": ["a", "b"], "answer": 0, "image": None, "split": "test"},
     "t1": {"choices": ["a", "b"], "answer": 0, "image": None, "split": "train"},
 }
-SQA_PREDS = [ans("p1", "A"), ans("p2", "Because ... The answer is C."), ans("p3", "B. the second"),
-             ans("p4", "D"), ans("p5", "I think A")]
+def sqa_ans(pid, text):
+    """An answer as model_vqa_science writes it: "<image>" opens the prompt of image problems."""
+    return ans(pid, text, ("<image>\n" if SQA_PROBLEMS[pid]["image"] else "") + f"Question {pid}")
+
+
+SQA_PREDS = [sqa_ans("p1", "A"), sqa_ans("p2", "Because ... The answer is C."), sqa_ans("p3", "B. the second"),
+             sqa_ans("p4", "D"), sqa_ans("p5", "I think A")]
 
 
 def test_sqa_parse_letter():
@@ -543,7 +548,7 @@ def test_sqa_refusals():
         score_sqa(SQA_PREDS[:4], SQA_PROBLEMS, split)
     assert score_sqa(SQA_PREDS[:4], SQA_PROBLEMS, split, allow_missing=True)["accuracy"] == pytest.approx(60.0)
     with pytest.raises(InputError, match="not problems of the split"):
-        score_sqa(SQA_PREDS + [ans("t1", "A")], SQA_PROBLEMS, split)
+        score_sqa(SQA_PREDS + [sqa_ans("t1", "A")], SQA_PROBLEMS, split)
 
 
 # ----------------------------------------------------------------------------- VQAv2

@@ -78,6 +78,18 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: Op
     print()
 
 
+def add_period_flag(p) -> None:
+    p.add_argument("--strip-all-periods", action="store_true",
+                   help="corrected value: strip every period from answers (default: LLaVA's normalizer, "
+                        "which strips at most 32, see eval/README.md)")
+
+
+def print_scored(answered: int, total: int) -> None:
+    """Every scorer says how much of the benchmark its number covers."""
+    note = "" if answered == total else " (PARTIAL: not a benchmark score)"
+    print(f"Scored {answered} of {total} questions{note}")
+
+
 def emit_json(obj: Dict[str, Any]) -> None:
     """The machine-readable headline numbers: always the last line of stdout."""
     print(json.dumps(obj, sort_keys=False), flush=True)

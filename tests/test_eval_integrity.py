@@ -14,24 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures_eval import read_jsonl, simple_questions, write_jsonl
+from fixtures_eval import offline_hub, qdir, read_jsonl, write_jsonl  # noqa: F401 (fixtures)
 from llava_star.eval import generation, model_vqa_loader, model_vqa_science
 from llava_star.eval.score.__main__ import main as score_main
 
 FAST = ["--temperature", "0", "--max_new_tokens", "2", "--device", "cpu", "--conv-mode", "vicuna_v1"]
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def qdir(tmp_path_factory, images):
-    root = tmp_path_factory.mktemp("integrity")
-    write_jsonl(root / "questions.jsonl", simple_questions(root / "images", images, 4))
-    return root
 
 
 def run(capsys, *argv, module=model_vqa_loader):

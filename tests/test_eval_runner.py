@@ -21,27 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures_eval import SHORT, read_jsonl, simple_questions, write_json, write_jsonl
+from fixtures_eval import SHORT, offline_hub, qdir, read_jsonl, write_json, write_jsonl  # noqa: F401 (fixtures)
 from llava_star.eval import generation, model_vqa, model_vqa_loader, model_vqa_science
 
 RUNNERS = {"model_vqa_loader": model_vqa_loader, "model_vqa_science": model_vqa_science,
            "model_vqa": model_vqa}
 NEW_TOKENS = 3
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def qdir(tmp_path_factory, images):
-    """Four short-answer questions over real photos (square and non-square)."""
-    root = tmp_path_factory.mktemp("runner")
-    qs = simple_questions(root / "images", images, 4)
-    write_jsonl(root / "questions.jsonl", qs)
-    return root
 
 
 def run(module, *argv, capsys=None):

@@ -254,3 +254,18 @@ def test_resume_with_other_settings_stops_naming_them(workspace, tiny15):
     assert "was made with other settings" in err and "--method/--budget" in err and '"fastv"' in err
     assert "--no-resume" in err and "Traceback" not in err and "1 already answered" not in err
     assert answers.read_bytes() == before
+
+
+def test_one_conv_mode_rule_for_scripts_runners_demo_and_visualizer():
+    """scripts/eval, the demo and the visualizer take the template from llava_star.prompting."""
+    from llava_star import demo, prompting
+
+    names = ["liuhaotian/llava-v1.5-7b", "liuhaotian/llava-v1.6-34b", "llava-v1.6-mistral-7b-tiny",
+             "runs/llava-34b-custom/checkpoint-10", "liuhaotian/llava-llama-2-13b-chat-lightning-preview"]
+    cmd = f'source "{SCRIPTS / "_common.sh"}"; for n in "$@"; do default_conv_mode "$n"; done'
+    script_modes = subprocess.run(["bash", "-c", cmd, "x", *names], capture_output=True, text=True, check=True,
+                                  env={**env_without_cuda(), "PYTHON": sys.executable}).stdout.split()
+    assert script_modes == [prompting.conv_mode_for(n) for n in names]
+    assert script_modes[1:4] == ["chatml_direct", "mistral_instruct", "vicuna_v1"]  # demo and scripts disagreed on 34b
+    assert demo.conv_mode_for is prompting.conv_mode_for
+    assert "conv_mode_for" in (Path(demo.__file__).parent / "visualize.py").read_text()

@@ -103,7 +103,7 @@ def test_help(module, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--model-path", "--question-file", "--method", "--budget", "--device", "--batch-size",
-                 "--attn-implementation", "--no-resume", "--skip-bad-images"):
+                 "--attn-implementation", "--no-resume", "--skip-bad-images", "--limit"):
         assert flag in out
 
 

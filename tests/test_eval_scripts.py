@@ -228,8 +228,9 @@ def test_limit_writes_names_of_its_own_and_scores_partially(workspace, tiny15):
     """--limit 2: a smoke run of the first two questions, under <CKPT>-limit2, scored as the
     partial run it is; the full run's files are never written."""
     root, data = workspace
-    p = script("pope", tiny15, "--method", "star", "--budget", "58", "--limit", "2", *FAST, eval_dir=root)
-    ckpt = f"{Path(tiny15).name}_star-b58"
+    ckpt = "smoke-test"  # a name no other test writes
+    p = script("pope", tiny15, "--method", "star", "--budget", "58", "--limit", "2", *FAST, eval_dir=root,
+               env={"CKPT": ckpt})
     answers, scores = outputs(root, "pope", ckpt + "-limit2")
     assert [r["question_id"] for r in read_jsonl(answers)] == [q["question_id"] for q in data["pope"]["questions"][:2]]
     payload = json.loads(scores.read_text())

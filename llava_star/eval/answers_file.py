@@ -141,7 +141,10 @@ class WriterLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            os.unlink(self.path)  # before unlocking, so no one can lock the old file after us
+            try:
+                os.unlink(self.path)  # before unlocking, so no one can lock the old file after us
+            except FileNotFoundError:
+                pass
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -190,7 +190,8 @@ def generate_batch(model, tokenizer, prepared: Sequence[Prepared], args, gen_kwa
     except ValueError as e:
         if CONTEXT_ERROR not in str(e) or len(prepared) != 1:
             raise
-        raise PromptTooLong(prepared[0].item, f"the prompt with its image does not fit the model's context: {e}") from None
+        raise PromptTooLong(prepared[0].item,
+                            f"the prompt with its image does not fit the model's context: {e}") from None
     return [t.strip() for t in tokenizer.batch_decode(output_ids, skip_special_tokens=True)]
 
 

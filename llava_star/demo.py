@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .cli import add_method_args, method_from_args
+from .prompting import conv_mode_for
 
 DEFAULT_CKPT = Path(os.environ.get("LLAVA_STAR_HOME", Path.home() / ".cache" / "llava_star")) / "llava-v1.5-tiny"
 
@@ -58,15 +59,6 @@ def run(model, tokenizer, processor, image, question, conv_mode, max_new_tokens,
                              max_new_tokens=max_new_tokens, use_cache=True)
     answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
     return answer, statistics.median(times[1:]), getattr(model, "star_record", None)
-
-
-def default_conv_mode(model_path: str) -> str:
-    name = os.path.basename(os.path.normpath(model_path)).lower()
-    if "mistral" in name:
-        return "mistral_instruct"
-    if "v1.6-34b" in name:
-        return "chatml_direct"
-    return "vicuna_v1"
 
 
 def main(argv=None):
@@ -112,7 +104,7 @@ def main(argv=None):
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     if args.conv_mode is None:
-        args.conv_mode = default_conv_mode(path)
+        args.conv_mode = conv_mode_for(path)
     print(f"model: {path}\nimage: {image_name} {image.size}\nquestion: {args.question}\n")
     rows = []
     answer, t, _ = run(model, tokenizer, processor, image, args.question, args.conv_mode, args.max_new_tokens)

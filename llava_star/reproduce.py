@@ -12,6 +12,10 @@ SparseVLM runs only at its published budgets (192, 128, 64); other budgets get n
 cell, with a warning.
 Runner flags after `--` go to every cell (e.g. `-- --device cpu --max_new_tokens 4`); they are part
 of each cell's name (a short hash), so a sweep with other flags never reuses these cells.
+`--limit N` is a smoke run: every cell answers the first N questions only, into files named
+`<cell>-limit<N>` (and the tables into `<out-dir>-limit<N>/`), never the full run's.
+A cell whose scorer covered only part of the benchmark (a --limit run, or --allow-missing on a
+partial question file) is marked "partial answered/total" in every table and has no score.
 """
 from __future__ import annotations
 
@@ -65,6 +69,11 @@ def cell_name(model: str, method: str, budget: Optional[int], extra: Sequence[st
     return re.sub(r"[^A-Za-z0-9._-]", "-", name)
 
 
+def limited_name(name: str, limit: Optional[int]) -> str:
+    """The name a --limit run writes under; scripts/eval/_common.sh appends the same mark."""
+    return name if limit is None or name.endswith(f"-limit{limit}") else f"{name}-limit{limit}"
+
+
 def scores_path(eval_dir: Path, bench: str, ckpt: str) -> Path:
     return eval_dir / bench_dir(bench) / "answers" / f"{ckpt}_scores.json"
 
@@ -76,13 +85,13 @@ def read_scores(path: Path) -> dict:
     return json.loads(lines[-1])
 
 
-def run_cell(bench, model, method, budget, ckpt, extra, env, allow_missing=False) -> None:
+def run_cell(bench, model, method, budget, ckpt, extra, env, allow_missing=False, limit=None) -> None:
     cmd = ["bash", str(SCRIPTS / f"{bench}.sh"), model]
     if method != "none":
         cmd += ["--method", method]
         if budget is not None:
             cmd += ["--budget", str(budget)]
-    cmd += extra
+    cmd += extra + ([] if limit is None else ["--limit", str(limit)])
     env = {**env, "CKPT": ckpt}
     if allow_missing and bench in ALLOW_MISSING:
         env["SCORE_ARGS"] = (env.get("SCORE_ARGS", "") + " --allow-missing").strip()
@@ -105,17 +114,33 @@ def build_cells(benchmarks, methods, budgets, baseline):
     return cells
 
 
+def cell_result(bench: str, scores: dict) -> dict:
+    """The cell's headline number and coverage from its scorer's JSON line. A partial cell
+    (fewer questions scored than the benchmark has) keeps its counts and gets no score."""
+    key = HEADLINE[bench][1]
+    answered, total = scores.get("answered"), scores.get("total")
+    partial = answered is not None and total is not None and answered < total
+    return {"score": None if partial or not key else scores.get(key), "partial": partial,
+            "answered": answered, "total": total}
+
+
+def shown(r: Optional[dict]) -> str:
+    """A table cell: the score to 1 dp, "partial a/t" for a partial cell, "-" for none."""
+    if r is None:
+        return "-"
+    if r["partial"]:
+        return f"partial {r['answered']}/{r['total']}"
+    return "-" if r["score"] is None else f"{r['score']:.1f}"
+
+
 def write_outputs(out_dir: Path, model: str, results: List[dict], benchmarks, paper: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "cells.json").write_text(json.dumps(results, indent=1) + "\n")
     rows: Dict[tuple, dict] = {}
     for r in results:
-        rows.setdefault((r["method"], r["budget"]), {})[r["bench"]] = r["score"]
+        rows.setdefault((r["method"], r["budget"]), {})[r["bench"]] = r
     cols = [HEADLINE[b][0] for b in benchmarks]
     ref = paper.get(Path(model.rstrip("/")).name.lower(), {})
-
-    def fmt(v):
-        return "-" if v is None else f"{v:.1f}"
 
     def paper_value(method, budget, bench):
         return ref.get(method, {}).get(budget, {}).get(bench)
@@ -125,7 +150,8 @@ def write_outputs(out_dir: Path, model: str, results: List[dict], benchmarks, pa
           "| Method | Tokens | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     with open(out_dir / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "tokens"] + [c for b in benchmarks for c in (HEADLINE[b][0], HEADLINE[b][0] + " (paper)")])
+        w.writerow(["method", "tokens"] + [c for b in benchmarks for c in
+                                           (HEADLINE[b][0], HEADLINE[b][0] + " (paper)", HEADLINE[b][0] + " (answered)")])
         for method, budget in order:
             cells = rows[(method, budget)]
             tokens = "576" if method == "none" else str(budget)
@@ -133,8 +159,10 @@ def write_outputs(out_dir: Path, model: str, results: List[dict], benchmarks, pa
             csv_cells = []
             for b in benchmarks:
                 ours, pub = cells.get(b), paper_value(method, budget, b)
-                md_cells.append(fmt(ours) + (f" [{pub}]" if pub is not None else ""))
-                csv_cells += ["" if ours is None else round(ours, 4), "" if pub is None else pub]
+                md_cells.append(shown(ours) + (f" [{pub}]" if pub is not None else ""))
+                score = None if ours is None else ours["score"]
+                count = "" if ours is None or ours["total"] is None else f"{ours['answered']}/{ours['total']}"
+                csv_cells += ["" if score is None else round(score, 4), "" if pub is None else pub, count]
             md.append(f"| {'LLaVA (none)' if method == 'none' else method} | {tokens} | " + " | ".join(md_cells) + " |")
             w.writerow([method, tokens] + csv_cells)
     (out_dir / "table.md").write_text("\n".join(md) + "\n")
@@ -186,6 +214,9 @@ def main(argv=None) -> int:
     p.add_argument("--allow-missing", action="store_true",
                    help="score benchmarks whose question file covers only part of the ground truth "
                         f"(passed to the {', '.join(sorted(ALLOW_MISSING))} scorers)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="smoke run: every cell answers the first N questions only, into names of their own "
+                        "(<cell>-limit<N>, <out-dir>-limit<N>/); its cells are marked partial")
     p.add_argument("--paper-numbers", default=None,
                    help="JSON {model: {method: {budget|null: {bench: value}}}} shown beside ours")
     args = p.parse_args(argv)
@@ -222,8 +253,11 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: --paper-numbers {args.paper_numbers}: {err} (expected JSON "
                              "{model: {method: {budget|null: {bench: value}}}})") from None
 
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"error: --limit must be at least 1, got {args.limit}")
+    out_dir = Path(limited_name(args.out_dir.rstrip("/"), args.limit))
     try:  # fail now, not after every cell has run
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise SystemExit(f"error: --out-dir {args.out_dir}: {err}") from None
     eval_dir = Path(args.eval_dir)
@@ -236,19 +270,19 @@ def main(argv=None) -> int:
     results, ran = [], 0
     for bench, method, budget in tqdm(cells, desc="cells", unit="cell"):
         ckpt = cell_name(args.model_path, method, budget, extra)
-        path = scores_path(eval_dir, bench, ckpt)
+        path = scores_path(eval_dir, bench, limited_name(ckpt, args.limit))
         if not path.exists():
-            run_cell(bench, args.model_path, method, budget, ckpt, extra, env, args.allow_missing)
+            run_cell(bench, args.model_path, method, budget, ckpt, extra, env, args.allow_missing, args.limit)
             ran += 1
             if not path.exists():
                 raise SystemExit(f"error: cell {bench}/{ckpt} finished but wrote no {path}")
-        key = HEADLINE[bench][1]
-        score = read_scores(path).get(key) if key else None
-        results.append({"bench": bench, "method": method, "budget": budget, "ckpt": ckpt,
-                        "runner_flags": extra, "score": score, "scores_file": str(path)})
-    write_outputs(Path(args.out_dir), args.model_path, results, benchmarks, paper)
-    print(f"{len(cells)} cells, {ran} run now, {len(cells) - ran} already finished; "
-          f"wrote {args.out_dir}/table.md, table.csv, scores.png")
+        results.append({"bench": bench, "method": method, "budget": budget, "ckpt": limited_name(ckpt, args.limit),
+                        "runner_flags": extra, **cell_result(bench, read_scores(path)), "scores_file": str(path)})
+    write_outputs(out_dir, args.model_path, results, benchmarks, paper)
+    partial = sum(r["partial"] for r in results)
+    print(f"{len(cells)} cells, {ran} run now, {len(cells) - ran} already finished"
+          + (f", {partial} partial (marked, no score)" if partial else "")
+          + f"; wrote {out_dir}/table.md, table.csv, scores.png")
     return 0
 
 

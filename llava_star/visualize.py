@@ -397,7 +397,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model-base", default=None)
     parser.add_argument("--image", default=None, help="image file (default: a scikit-image sample photo)")
     parser.add_argument("--question", default="What is shown in this image?")
-    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--conv-mode", default=None, help="conversation template (default: from the model name)")
     parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=16)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dim", type=float, default=DIM, help=f"how far dropped cells go toward black (default {DIM})")
@@ -435,6 +435,7 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
 
     from .loader import load_pretrained_model
+    from .prompting import conv_mode_for
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -447,7 +448,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: cannot load --model-path {path}: {err}")
     try:
-        fig = render(model, tokenizer, processor, image, args.question, args.conv_mode,
+        fig = render(model, tokenizer, processor, image, args.question, args.conv_mode or conv_mode_for(path),
                      args.max_new_tokens, dim=args.dim)
     except NotImplementedError as err:
         raise SystemExit(f"error: --model-path {path}: {err}")

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Dict, List
 
+import pytest
 from PIL import Image
 
 SHORT = "\nAnswer the question using a single word or phrase."
@@ -244,3 +245,20 @@ def env_without_cuda(extra=None) -> dict:
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.update(extra or {})
     return env
+
+
+# Fixtures shared by the runner test modules (import them by name into a module to use them).
+
+@pytest.fixture(autouse=True)
+def offline_hub(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def qdir(tmp_path_factory, images):
+    """Four short-answer questions over real photos (square and non-square): questions.jsonl
+    and images/."""
+    root = tmp_path_factory.mktemp("runner")
+    write_jsonl(root / "questions.jsonl", simple_questions(root / "images", images, 4))
+    return root

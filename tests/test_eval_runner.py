@@ -21,27 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures_eval import SHORT, read_jsonl, simple_questions, write_json, write_jsonl
-from llava_star.eval import common, model_vqa, model_vqa_loader, model_vqa_science
+from fixtures_eval import SHORT, offline_hub, qdir, read_jsonl, write_json, write_jsonl  # noqa: F401 (fixtures)
+from llava_star.eval import generation, model_vqa, model_vqa_loader, model_vqa_science
 
 RUNNERS = {"model_vqa_loader": model_vqa_loader, "model_vqa_science": model_vqa_science,
            "model_vqa": model_vqa}
 NEW_TOKENS = 3
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def qdir(tmp_path_factory, images):
-    """Four short-answer questions over real photos (square and non-square)."""
-    root = tmp_path_factory.mktemp("runner")
-    qs = simple_questions(root / "images", images, 4)
-    write_jsonl(root / "questions.jsonl", qs)
-    return root
 
 
 def run(module, *argv, capsys=None):
@@ -61,7 +46,19 @@ def reference(tiny15, qdir, tmp_path_factory):
     """A complete --method none run: the answers every resume scenario must reproduce."""
     out = tmp_path_factory.mktemp("ref") / "answers.jsonl"
     assert model_vqa_loader.main([str(a) for a in base_args(tiny15, qdir, out)]) == 0
+    REFERENCE_SETTINGS["text"] = (out.parent / "answers.settings.json").read_text()
     return read_jsonl(out)
+
+
+REFERENCE_SETTINGS = {}
+
+
+def write_partial(path, rows):
+    """An answers file as the reference run would have left it part way (its settings record
+    beside it, so a resume accepts it)."""
+    write_jsonl(path, rows)
+    (path.parent / (path.stem + ".settings.json")).write_text(REFERENCE_SETTINGS["text"])
+    return path
 
 
 def strip_ids(rows):
@@ -106,7 +103,7 @@ def test_help(module, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--model-path", "--question-file", "--method", "--budget", "--device", "--batch-size",
-                 "--attn-implementation", "--no-resume", "--skip-bad-images"):
+                 "--attn-implementation", "--no-resume", "--skip-bad-images", "--limit"):
         assert flag in out
 
 
@@ -281,6 +278,7 @@ def test_chunks_cover_the_file_in_order(tiny15, qdir, tmp_path, reference, capsy
 def test_resume_after_crash_with_truncated_line(tiny15, qdir, tmp_path, reference, capsys):
     out = tmp_path / "a.jsonl"
     lines = [json.dumps(r) for r in reference]
+    write_partial(out, [])
     out.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])  # killed mid-write
     with pytest.warns(UserWarning, match="incomplete"):
         rc, err = run("model_vqa_loader", *base_args(tiny15, qdir, out), capsys=capsys)
@@ -294,7 +292,7 @@ def test_resume_after_crash_with_truncated_line(tiny15, qdir, tmp_path, referenc
 
 def test_resume_out_of_order_partial_file_ends_in_question_order(tiny15, qdir, tmp_path, reference, capsys):
     out = tmp_path / "a.jsonl"
-    write_jsonl(out, [reference[2], reference[0]])
+    write_partial(out, [reference[2], reference[0]])
     rc, err = run("model_vqa_loader", *base_args(tiny15, qdir, out), capsys=capsys)
     assert rc == 0, err
     rows = read_jsonl(out)
@@ -303,19 +301,21 @@ def test_resume_out_of_order_partial_file_ends_in_question_order(tiny15, qdir, t
     assert strip_ids(rows) == strip_ids(reference)
 
 
-def test_complete_file_is_left_alone_without_loading_the_model(qdir, tmp_path, reference, capsys):
+def test_complete_file_is_left_alone_without_loading_the_model(tiny15, qdir, tmp_path, reference, monkeypatch,
+                                                              capsys):
     out = tmp_path / "a.jsonl"
-    write_jsonl(out, reference)
+    write_partial(out, reference)
     before = out.read_bytes()
-    # a model path that does not exist: nothing is pending, so nothing loads
-    rc, err = run("model_vqa_loader", *base_args("/nonexistent/llava-x", qdir, out), capsys=capsys)
+    # nothing is pending, so nothing loads
+    monkeypatch.setattr(generation, "load_model", lambda *a: pytest.fail("the model was loaded"))
+    rc, err = run("model_vqa_loader", *base_args(tiny15, qdir, out), capsys=capsys)
     assert rc == 0, err
     assert out.read_bytes() == before
 
 
 def test_crash_keeps_answers_and_no_resume_keeps_old_file(tiny15, qdir, tmp_path, reference, monkeypatch, capsys):
     calls = {"n": 0}
-    generate = common.generate_batch
+    generate = generation.generate_batch
 
     def crash_on_third(*a, **k):
         calls["n"] += 1
@@ -323,22 +323,23 @@ def test_crash_keeps_answers_and_no_resume_keeps_old_file(tiny15, qdir, tmp_path
             raise KeyboardInterrupt  # killed
         return generate(*a, **k)
 
-    monkeypatch.setattr(common, "generate_batch", crash_on_third)
+    monkeypatch.setattr(generation, "generate_batch", crash_on_third)
     out = tmp_path / "a.jsonl"
-    with pytest.raises(KeyboardInterrupt):
-        run("model_vqa_loader", *base_args(tiny15, qdir, out))
+    rc, err = run("model_vqa_loader", *base_args(tiny15, qdir, out), capsys=capsys)
+    assert rc == 130 and "the 2 answers so far are kept" in err and "run the same command again" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()[-1]) < 300
     assert strip_ids(read_jsonl(out)) == strip_ids(reference[:2])  # flushed, valid
 
     # --no-resume over a finished file: the old file stays whole until the new one is done
     write_jsonl(out, reference)
     before = out.read_bytes()
     calls["n"] = 0
-    with pytest.raises(KeyboardInterrupt):
-        run("model_vqa_loader", *base_args(tiny15, qdir, out, "--no-resume"))
+    rc, _ = run("model_vqa_loader", *base_args(tiny15, qdir, out, "--no-resume"), capsys=capsys)
+    assert rc == 130
     assert out.read_bytes() == before
     assert len(read_jsonl(str(out) + ".tmp")) == 2
 
-    monkeypatch.setattr(common, "generate_batch", generate)
+    monkeypatch.setattr(generation, "generate_batch", generate)
     rc, err = run("model_vqa_loader", *base_args(tiny15, qdir, out, "--no-resume"), capsys=capsys)
     assert rc == 0, err
     rows = read_jsonl(out)
@@ -349,7 +350,7 @@ def test_crash_keeps_answers_and_no_resume_keeps_old_file(tiny15, qdir, tmp_path
 
 def test_resume_refuses_answers_of_another_question_file(tiny15, qdir, tmp_path, reference, capsys):
     out = tmp_path / "a.jsonl"
-    write_jsonl(out, [dict(reference[0], question_id=99)])
+    write_partial(out, [dict(reference[0], question_id=99)])
     rc, err = run("model_vqa_loader", *base_args(tiny15, qdir, out), capsys=capsys)
     assert rc == 2 and "not in this chunk" in err and "--no-resume" in err
 

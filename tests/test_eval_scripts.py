@@ -222,3 +222,51 @@ def test_default_conv_mode():
     assert mode("liuhaotian/llava-v1.6-vicuna-13b/") == "vicuna_v1"
     assert mode("liuhaotian/llava-v1.6-Mistral-7b") == "mistral_instruct"
     assert mode("liuhaotian/llava-v1.6-34b") == "chatml_direct"
+
+
+def test_limit_writes_names_of_its_own_and_scores_partially(workspace, tiny15):
+    """--limit 2: a smoke run of the first two questions, under <CKPT>-limit2, scored as the
+    partial run it is; the full run's files are never written."""
+    root, data = workspace
+    ckpt = "smoke-test"  # a name no other test writes
+    p = script("pope", tiny15, "--method", "star", "--budget", "58", "--limit", "2", *FAST, eval_dir=root,
+               env={"CKPT": ckpt})
+    answers, scores = outputs(root, "pope", ckpt + "-limit2")
+    assert [r["question_id"] for r in read_jsonl(answers)] == [q["question_id"] for q in data["pope"]["questions"][:2]]
+    payload = json.loads(scores.read_text())
+    assert (payload["answered"], payload["total"]) == (2, len(data["pope"]["questions"]))
+    assert "Scored 2 of 4 questions (PARTIAL" in p.stdout
+    full_answers, full_scores = outputs(root, "pope", ckpt)
+    assert not full_answers.exists() and not full_scores.exists()
+
+
+def test_resume_with_other_settings_stops_naming_them(workspace, tiny15):
+    """The same CKPT re-run with another method: the runner refuses before the model loads,
+    naming the settings that differ and how to start over; nothing is appended."""
+    root, _ = workspace
+    env = {"CKPT": "settings-check"}
+    script("pope", tiny15, "--method", "star", "--budget", "58", "--limit", "1", *FAST, eval_dir=root, env=env)
+    answers, _ = outputs(root, "pope", "settings-check-limit1")
+    before = answers.read_bytes()
+    p = script("pope", tiny15, "--method", "fastv", "--budget", "29", "--limit", "1", *FAST, eval_dir=root,
+               env=env, check=False)
+    assert p.returncode != 0
+    err = p.stderr
+    assert "was made with other settings" in err and "--method/--budget" in err and '"fastv"' in err
+    assert "--no-resume" in err and "Traceback" not in err and "1 already answered" not in err
+    assert answers.read_bytes() == before
+
+
+def test_one_conv_mode_rule_for_scripts_runners_demo_and_visualizer():
+    """scripts/eval, the demo and the visualizer take the template from llava_star.prompting."""
+    from llava_star import demo, prompting
+
+    names = ["liuhaotian/llava-v1.5-7b", "liuhaotian/llava-v1.6-34b", "llava-v1.6-mistral-7b-tiny",
+             "runs/llava-34b-custom/checkpoint-10", "liuhaotian/llava-llama-2-13b-chat-lightning-preview"]
+    cmd = f'source "{SCRIPTS / "_common.sh"}"; for n in "$@"; do default_conv_mode "$n"; done'
+    script_modes = subprocess.run(["bash", "-c", cmd, "x", *names], capture_output=True, text=True, check=True,
+                                  env={**env_without_cuda(), "PYTHON": sys.executable}).stdout.split()
+    assert script_modes == [prompting.conv_mode_for(n) for n in names]
+    assert script_modes[1:4] == ["chatml_direct", "mistral_instruct", "vicuna_v1"]  # demo and scripts disagreed on 34b
+    assert demo.conv_mode_for is prompting.conv_mode_for
+    assert "conv_mode_for" in (Path(demo.__file__).parent / "visualize.py").read_text()

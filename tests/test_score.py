@@ -15,7 +15,7 @@ import pytest
 
 from llava_star.eval.score.__main__ import BENCHMARKS, main
 from llava_star.eval.score.common import LLAVA_SHORT_ANSWER_SUFFIX as SUFFIX
-from llava_star.eval.score.common import ScoreInputError, read_answers
+from llava_star.eval.score.common import InputError, read_answers
 from llava_star.eval.score.gqa import convert_gqa_predictions, score_gqa
 from llava_star.eval.score.mme import (CATEGORIES, SUBDIR_CATEGORIES, load_mme_gt, parse_yes_no,
                                        score_mme)
@@ -79,7 +79,7 @@ def test_help_for_every_subcommand(capsys):
 def test_bad_json_line_names_file_and_line(tmp_path, capsys):
     f = tmp_path / "answers.jsonl"
     f.write_text(json.dumps(ans(1, "yes")) + "\n{not json\n")
-    with pytest.raises(ScoreInputError, match=r"answers.jsonl, line 2: not valid JSON"):
+    with pytest.raises(InputError, match=r"answers.jsonl, line 2: not valid JSON"):
         read_answers(str(f))
     rc, out, err, _ = run_cli(["gqa", "--answers-file", f, "--questions", f], capsys)
     assert rc == 2 and "line 2" in err and str(f) in err
@@ -93,25 +93,25 @@ def test_missing_file_names_flag(tmp_path, capsys):
 
 def test_answer_without_text_is_refused(tmp_path):
     f = write_jsonl(tmp_path / "a.jsonl", [{"question_id": 1, "prompt": "q"}])
-    with pytest.raises(ScoreInputError, match="line 1: missing key 'text'"):
+    with pytest.raises(InputError, match="line 1: missing key 'text'"):
         read_answers(str(f))
 
 
 def test_empty_answers_file_is_refused(tmp_path, capsys):
     f = tmp_path / "empty.jsonl"
     f.write_text("")
-    with pytest.raises(ScoreInputError, match="has no answers"):
+    with pytest.raises(InputError, match="has no answers"):
         read_answers(str(f))
     rc, _, err, _ = run_cli(["mmvet", "--answers-file", f, "--dst", tmp_path / "o.json"], capsys)
     assert rc == 2 and "empty.jsonl has no answers" in err and not (tmp_path / "o.json").exists()
 
 
 def test_malformed_ground_truth_is_a_clear_error():
-    with pytest.raises(ScoreInputError, match="'answers' is not a list of strings"):
+    with pytest.raises(InputError, match="'answers' is not a list of strings"):
         score_textvqa([ans(1, "a")], [{"question_id": 1, "answers": "abc"}])  # was scored per character
-    with pytest.raises(ScoreInputError, match="'answers' is not a non-empty list"):
+    with pytest.raises(InputError, match="'answers' is not a non-empty list"):
         score_vqav2([ans(1, "a")], [{"question_id": 1, "answers": [{"answer": 3}]}])
-    with pytest.raises(ScoreInputError, match="problem 'p2'"):
+    with pytest.raises(InputError, match="problem 'p2'"):
         score_sqa([ans("p1", "A")], {"p1": {"choices": ["a", "b"], "answer": 0}, "p2": "bad"}, ["p1", "p2"],
                   allow_missing=True)
 
@@ -229,7 +229,7 @@ def test_mme_missing_answer_refused_unless_allowed(mme_fixture):
     gt_dir, answers = mme_fixture
     gt = load_mme_gt(str(gt_dir))
     partial = [a for a in answers if not (a["question_id"] == "existence/0001.png" and a["text"] == "No")]
-    with pytest.raises(ScoreInputError, match=r"1 of 28 ground-truth questions have no answer.*--allow-missing"):
+    with pytest.raises(InputError, match=r"1 of 28 ground-truth questions have no answer.*--allow-missing"):
         score_mme(partial, gt)
     r = score_mme(partial, gt, allow_missing=True)
     # existence now acc 50, acc+ 0 -> 50 instead of 200: 1700 - 150.
@@ -240,25 +240,25 @@ def test_mme_missing_answer_refused_unless_allowed(mme_fixture):
 def test_mme_unmatched_and_duplicate_answers_refused(mme_fixture):
     gt_dir, answers = mme_fixture
     gt = load_mme_gt(str(gt_dir))
-    with pytest.raises(ScoreInputError, match="match no ground-truth question"):
+    with pytest.raises(InputError, match="match no ground-truth question"):
         score_mme(answers + [ans("scene/images/0001.png", "Yes", "Is it Z?" + SUFFIX)], gt)
-    with pytest.raises(ScoreInputError, match="two answers to the same question"):
+    with pytest.raises(InputError, match="two answers to the same question"):
         score_mme(answers + [answers[0]], gt)
-    with pytest.raises(ScoreInputError, match="MME category"):
+    with pytest.raises(InputError, match="MME category"):
         score_mme(answers + [ans("nonsense/0001.png", "Yes", "Is it X?" + SUFFIX)], gt)
 
 
 def test_mme_bad_gt_dir(tmp_path, mme_fixture):
     gt_dir, _ = mme_fixture
-    with pytest.raises(ScoreInputError, match="--gt-dir: directory not found"):
+    with pytest.raises(InputError, match="--gt-dir: directory not found"):
         load_mme_gt(str(tmp_path / "absent"))
     bad = gt_dir / "OCR" / "0001.txt"
     bad.write_text("a question without a tab\n")
-    with pytest.raises(ScoreInputError, match=r"OCR/0001.txt, line 1"):
+    with pytest.raises(InputError, match=r"OCR/0001.txt, line 1"):
         load_mme_gt(str(gt_dir))
     (bad).unlink()
     (gt_dir / "OCR").rmdir()
-    with pytest.raises(ScoreInputError, match="category directory 'OCR' not found"):
+    with pytest.raises(InputError, match="category directory 'OCR' not found"):
         load_mme_gt(str(gt_dir))
 
 
@@ -370,10 +370,10 @@ def test_pope_refuses_missing_answer_and_split(tmp_path):
     answers, questions, ann_dir = _pope_files(tmp_path, POPE_HAND)
     from llava_star.eval.score.pope import load_annotations
     anns = load_annotations(str(ann_dir))["annotations"]
-    with pytest.raises(ScoreInputError, match="1 questions of --question-file have no answer"):
+    with pytest.raises(InputError, match="1 questions of --question-file have no answer"):
         score_pope(answers[1:], questions, anns)
     del anns["random"]
-    with pytest.raises(ScoreInputError, match="no coco_pope_random.json"):
+    with pytest.raises(InputError, match="no coco_pope_random.json"):
         score_pope(answers, questions, anns)
 
 
@@ -381,7 +381,7 @@ def test_pope_refuses_answers_to_other_questions(tmp_path):
     answers, questions, ann_dir = _pope_files(tmp_path, POPE_HAND)
     from llava_star.eval.score.pope import load_annotations
     answers[1] = dict(answers[1], prompt=answers[0]["prompt"])  # same ids, another question file
-    with pytest.raises(ScoreInputError, match="different question file"):
+    with pytest.raises(InputError, match="different question file"):
         score_pope(answers, questions, load_annotations(str(ann_dir))["annotations"])
 
 
@@ -446,13 +446,13 @@ def test_gqa_by_hand(tmp_path, capsys):
 
 
 def test_gqa_refusals():
-    with pytest.raises(ScoreInputError, match="2 of 3 questions have no answer"):
+    with pytest.raises(InputError, match="2 of 3 questions have no answer"):
         score_gqa(GQA_ANSWERS[:1], GQA_QUESTIONS)
     r = score_gqa(GQA_ANSWERS[:1], GQA_QUESTIONS, allow_missing=True)
     assert r["accuracy"] == pytest.approx(100 / 3) and r["missing"] == 2
-    with pytest.raises(ScoreInputError, match="not in --questions"):
+    with pytest.raises(InputError, match="not in --questions"):
         score_gqa(GQA_ANSWERS + [ans("999", "x")], GQA_QUESTIONS)
-    with pytest.raises(ScoreInputError, match="duplicate question_id"):
+    with pytest.raises(InputError, match="duplicate question_id"):
         score_gqa(GQA_ANSWERS + [ans(201, "no")], GQA_QUESTIONS)
 
 
@@ -483,12 +483,12 @@ def test_textvqa_llava_style_ids_and_refusals():
                ans("img2", "coca cola", "What drink is it?" + SUFFIX),
                ans(13, "Sprite")]
     assert score_textvqa(answers, TEXTVQA_DATA)["accuracy"] == pytest.approx(100.0)
-    with pytest.raises(ScoreInputError, match="1 of 3 annotated questions have no answer"):
+    with pytest.raises(InputError, match="1 of 3 annotated questions have no answer"):
         score_textvqa(answers[:2], TEXTVQA_DATA)
     assert score_textvqa(answers[:2], TEXTVQA_DATA, allow_missing=True)["samples"] == 2
-    with pytest.raises(ScoreInputError, match="match no question"):
+    with pytest.raises(InputError, match="match no question"):
         score_textvqa(answers + [ans(99, "x")], TEXTVQA_DATA)
-    with pytest.raises(ScoreInputError, match="two answers for TextVQA question 13"):
+    with pytest.raises(InputError, match="two answers for TextVQA question 13"):
         score_textvqa(answers + [ans(13, "x")], TEXTVQA_DATA)
 
 
@@ -502,8 +502,13 @@ SQA_PROBLEMS = {
     "p5": {"choices": ["a", "b"], "answer": 0, "image": None, "split": "test"},
     "t1": {"choices": ["a", "b"], "answer": 0, "image": None, "split": "train"},
 }
-SQA_PREDS = [ans("p1", "A"), ans("p2", "Because ... The answer is C."), ans("p3", "B. the second"),
-             ans("p4", "D"), ans("p5", "I think A")]
+def sqa_ans(pid, text):
+    """An answer as model_vqa_science writes it: "<image>" opens the prompt of image problems."""
+    return ans(pid, text, ("<image>\n" if SQA_PROBLEMS[pid]["image"] else "") + f"Question {pid}")
+
+
+SQA_PREDS = [sqa_ans("p1", "A"), sqa_ans("p2", "Because ... The answer is C."), sqa_ans("p3", "B. the second"),
+             sqa_ans("p4", "D"), sqa_ans("p5", "I think A")]
 
 
 def test_sqa_parse_letter():
@@ -539,11 +544,11 @@ def test_sqa_by_hand(tmp_path, capsys):
 
 def test_sqa_refusals():
     split = ["p1", "p2", "p3", "p4", "p5"]
-    with pytest.raises(ScoreInputError, match="1 of 5 problems have no prediction"):
+    with pytest.raises(InputError, match="1 of 5 problems have no prediction"):
         score_sqa(SQA_PREDS[:4], SQA_PROBLEMS, split)
     assert score_sqa(SQA_PREDS[:4], SQA_PROBLEMS, split, allow_missing=True)["accuracy"] == pytest.approx(60.0)
-    with pytest.raises(ScoreInputError, match="not problems of the split"):
-        score_sqa(SQA_PREDS + [ans("t1", "A")], SQA_PROBLEMS, split)
+    with pytest.raises(InputError, match="not problems of the split"):
+        score_sqa(SQA_PREDS + [sqa_ans("t1", "A")], SQA_PROBLEMS, split)
 
 
 # ----------------------------------------------------------------------------- VQAv2
@@ -556,7 +561,7 @@ def test_vqav2_submission(tmp_path, capsys):
     assert sub["upload"] == [{"question_id": 1, "answer": "2"}, {"question_id": 2, "answer": ""},
                              {"question_id": 3, "answer": "yes"}]
     assert sub["missing"] == 1
-    with pytest.raises(ScoreInputError, match="not in --test-split"):
+    with pytest.raises(InputError, match="not in --test-split"):
         make_vqav2_submission(answers + [ans(99, "x")], split)
     sf, af, dst = write_jsonl(tmp_path / "s.jsonl", split), write_jsonl(tmp_path / "a.jsonl", answers), tmp_path / "up.json"
     rc, out, _, payload = run_cli(["vqav2", "--answers-file", af, "--test-split", sf, "--dst", dst], capsys)
@@ -574,7 +579,7 @@ def test_vqav2_local_accuracy(tmp_path, capsys):
     r = score_vqav2(answers, anns)
     assert r["accuracy"] == pytest.approx(80.0)
     assert r["by_answer_type"] == {"number": 100.0, "yes/no": pytest.approx(60.0)}
-    with pytest.raises(ScoreInputError, match="no annotation"):
+    with pytest.raises(InputError, match="no annotation"):
         score_vqav2(answers + [ans(7, "x")], anns)
     af = write_jsonl(tmp_path / "a.jsonl", answers)
     ann = tmp_path / "v2_mscoco_val2014_annotations.json"
@@ -594,7 +599,7 @@ def test_vizwiz_submission(tmp_path, capsys):
     assert sub["upload"] == [{"image": "VizWiz_test_00000000.jpg", "answer": "red can"},
                              {"image": "VizWiz_test_00000001.jpg", "answer": "unanswerable"}]
     assert sub["unanswerable"] == 1
-    with pytest.raises(ScoreInputError, match="1 of 2 test questions have no answer"):
+    with pytest.raises(InputError, match="1 of 2 test questions have no answer"):
         make_vizwiz_submission(answers[:1], split)
     sf, af, dst = write_jsonl(tmp_path / "s.jsonl", split), write_jsonl(tmp_path / "a.jsonl", answers), tmp_path / "v.json"
     rc, _, _, payload = run_cli(["vizwiz", "--answers-file", af, "--test-split", sf, "--dst", dst], capsys)
@@ -607,11 +612,11 @@ def test_vizwiz_submission(tmp_path, capsys):
 def test_mmvet_results(tmp_path, capsys):
     answers = [ans(1, "second"), ans(0, "first"), ans("v1_2", "third")]
     assert make_mmvet_results(answers) == {"v1_0": "first", "v1_1": "second", "v1_2": "third"}
-    with pytest.raises(ScoreInputError, match="duplicate question_id"):
+    with pytest.raises(InputError, match="duplicate question_id"):
         make_mmvet_results(answers + [ans("1", "again")])
-    with pytest.raises(ScoreInputError, match="neither a number"):
+    with pytest.raises(InputError, match="neither a number"):
         make_mmvet_results([ans("q7", "x")])
-    with pytest.raises(ScoreInputError, match="1 of 4 questions have no answer"):
+    with pytest.raises(InputError, match="1 of 4 questions have no answer"):
         make_mmvet_results(answers, [{"question_id": i} for i in range(4)])
     af, dst = write_jsonl(tmp_path / "a.jsonl", answers), tmp_path / "results" / "mmvet.json"
     rc, _, _, payload = run_cli(["mmvet", "--answers-file", af, "--dst", dst], capsys)

@@ -37,8 +37,9 @@ def read_jsonl(path: str, flag: str) -> List[Dict[str, Any]]:
     """One JSON object per line; blank lines are skipped, anything else is an error."""
     check_file(path, flag)
     records = []
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = decode_utf8(raw, path, flag, lineno)
             if not line.strip():
                 continue
             try:
@@ -52,13 +53,24 @@ def read_jsonl(path: str, flag: str) -> List[Dict[str, Any]]:
     return records
 
 
+def decode_utf8(raw: bytes, path: str, flag: str, lineno: int = 0) -> str:
+    """`raw` as UTF-8; other bytes are an error naming the line (Latin-1 files are the usual cause)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = (lineno or 1) + raw[:e.start].count(b"\n")
+        raise InputError(f"{flag}: {path}, line {line}: not UTF-8 text (byte {raw[e.start]:#04x}); "
+                         f"save the file as UTF-8") from None
+
+
 def read_json(path: str, flag: str) -> Any:
     check_file(path, flag)
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{flag}: {path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    with open(path, "rb") as f:
+        text = decode_utf8(f.read(), path, flag)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{flag}: {path}: not valid JSON (line {e.lineno}: {e.msg})") from None
 
 
 def require_keys(records: Iterable[Dict[str, Any]], keys: Sequence[str], path: str, flag: str) -> None:

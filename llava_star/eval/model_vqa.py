@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sys
 
-from .common import build_parser, main_wrapper, run
+from .command_line import build_parser
 from .model_vqa_loader import gen_kwargs, items_from  # same question format and generate call
+from .run_loop import main_wrapper, run
 
 PROG = "python -m llava_star.eval.model_vqa"
 

@@ -9,14 +9,17 @@ TextVQA, VizWiz, ...).
 Question file: JSON lines with question_id, image, text (llava's format). Prompts, image
 processing (RGB, llava's process_images) and the answers file are llava's; `metadata` holds
 the pruning record of the question: method, budget, visual_tokens (before pruning),
-stage1_kept, final_kept, t_eq (unpruned counts for --method none). Re-running resumes;
-see llava_star/eval/common.py for the guarantees.
+stage1_kept, final_kept, t_eq (unpruned counts for --method none). Re-running resumes (only
+with the settings that made the file: <answers>.settings.json); see
+llava_star/eval/answers_file.py for the guarantees.
 """
 from __future__ import annotations
 
 import sys
 
-from .common import Item, build_parser, main_wrapper, read_jsonl_questions, run
+from .command_line import build_parser
+from .questions import Item, image_field, read_jsonl_questions
+from .run_loop import main_wrapper, run
 
 PROG = "python -m llava_star.eval.model_vqa_loader"
 
@@ -27,7 +30,8 @@ def parser():
 
 
 def items_from(path):
-    return [Item(qid=q["question_id"], prompt=q["text"], query=q["text"], image=q["image"], line=n)
+    return [Item(qid=q["question_id"], prompt=q["text"], query=q["text"],
+                 image=image_field(q, path, f"line {n}", optional=False), line=n)
             for n, q in read_jsonl_questions(path, ("question_id", "image", "text"))]
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import sys
 
-from .common import (SCIENCE_SINGLE_PRED, EvalInputError, Item, build_parser, main_wrapper,
-                     read_json_questions, run)
+from .command_line import SCIENCE_SINGLE_PRED, build_parser
+from .inputs import InputError
+from .questions import Item, image_field, read_json_questions
+from .run_loop import main_wrapper, run
 
 PROG = "python -m llava_star.eval.model_vqa_science"
 
@@ -33,12 +35,12 @@ def items_from(path, single_pred_prompt: bool):
         try:
             qid = line["id"]
             value = line["conversations"][0]["value"]
+            image = image_field(line, path, f"entry {i}", optional=True)
         except (KeyError, IndexError, TypeError):
-            raise EvalInputError(f"--question-file {path}, entry {i}: expected id and "
-                                 f"conversations[0].value (llava's ScienceQA format)") from None
+            raise InputError(f"--question-file {path}, entry {i}: expected id and "
+                             f"conversations[0].value (llava's ScienceQA format)") from None
         qs = value.replace("<image>", "").strip()
         prompt = qs
-        image = line.get("image")
         if image is not None:
             prompt = "<image>\n" + prompt
         if single_pred_prompt:

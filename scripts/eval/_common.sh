@@ -8,16 +8,19 @@
 #   CUDA_VISIBLE_DEVICES  one chunk per listed GPU, run in parallel, merged in question order;
 #                         unset or empty: one chunk on the runner's default device (cuda if any, else cpu)
 #   PYTHON                interpreter (default: `python` of the active environment)
-#   CKPT                  name of this run's answers (default: <model>_<method>[-b<budget>][-<knob><value>...])
+#   CKPT                  name of this run's answers (default: <model>_<method>[-b<budget>][-<knob><value>...]);
+#                         a --limit N run appends -limit<N>, so a smoke run never writes the full run's files
 #   SCORE_ARGS            extra scorer flags, e.g. "--allow-missing"
-#   CONV_MODE             conversation template (default: from the model name: mistral_instruct
-#                         for *mistral*, chatml_direct for *34b*, else vicuna_v1 as LLaVA's scripts)
+#   CONV_MODE             conversation template (default: from the model name, llava_star.prompting:
+#                         mistral_instruct for *mistral*, chatml_direct for *v1.6-34b*, else vicuna_v1)
 #
 # LLaVA-NeXT (llava-v1.6-*) checkpoints work the same way; their pruning flags:
 #   --budget-unit image|crop   a budget for the whole image (default) or for every 576-patch crop
 #   --fixed-grid 672           every image on one 2x2 grid (2880 patch tokens), as the papers compare
 # Every runner flag after MODEL_PATH is passed through (later flags win over the script's own,
 # e.g. --conv-mode, --temperature 0.2, --max_new_tokens 4, --batch-size 8, --device cpu, --no-resume).
+# --limit N: a smoke run of the first N questions, scored with --allow-missing (a partial score).
+# Resuming checks the settings recorded with each chunk's answers (the runner refuses others).
 
 set -euo pipefail
 
@@ -44,6 +47,7 @@ LLaVA-NeXT: the same, plus --budget-unit image|crop and --fixed-grid 672 if want
 the conversation template follows the model name (set CONV_MODE or pass --conv-mode).
 
 Data: \$EVAL_DIR (now $EVAL_DIR), laid out as in eval/README.md.
+--limit N: a smoke run of the first N questions, written as <CKPT>-limit<N>, scored partially.
 Env: EVAL_DIR, CUDA_VISIBLE_DEVICES (one chunk per GPU), PYTHON, CKPT, SCORE_ARGS, CONV_MODE.
 EOF
 }
@@ -86,18 +90,26 @@ ckpt_name() {
     printf '%s\n' "${name//[^A-Za-z0-9._-]/-}"
 }
 
-# default_conv_mode MODEL_PATH: the template LLaVA uses for that family of checkpoints.
+# default_conv_mode MODEL_PATH: the template for that family of checkpoints, from
+# llava_star.prompting (the one rule the runners, demo and visualizer use).
 default_conv_mode() {
-    local name
-    name="$(basename "${1%/}" | tr '[:upper:]' '[:lower:]')"
-    case "$name" in
-        *mistral*) echo mistral_instruct ;;
-        *34b*) echo chatml_direct ;;
-        *) echo vicuna_v1 ;;
-    esac
+    "$PYTHON" -m llava_star.prompting --conv-mode-for "$1"
 }
 
-# eval_init "$@": MODEL_PATH, RUNNER_FLAGS (array), CKPT, BENCH_DIR checks are per script.
+# limit_of [flags...]: N of the last --limit N / --limit=N, or nothing.
+limit_of() {
+    local limit=""
+    while (($#)); do
+        case "$1" in
+            --limit) limit="${2:-}"; shift ;;
+            --limit=*) limit="${1#--limit=}" ;;
+        esac
+        shift
+    done
+    printf '%s' "$limit"
+}
+
+# eval_init "$@": MODEL_PATH, RUNNER_FLAGS (array), CKPT, LIMIT; BENCH_DIR checks are per script.
 eval_init() {
     if (($# < 1)) || [[ "$1" == -h || "$1" == --help ]]; then
         usage
@@ -111,8 +123,13 @@ eval_init() {
     fi
     RUNNER_FLAGS=("$@")
     CKPT="${CKPT:-$(ckpt_name "$MODEL_PATH" "$@")}"
+    LIMIT="$(limit_of "$@")"
+    LIMIT_MARK="${LIMIT:+-limit$LIMIT}"
+    [[ -z "$LIMIT" || "$CKPT" == *"$LIMIT_MARK" ]] || CKPT+="$LIMIT_MARK"
     CONV_MODE="${CONV_MODE:-$(default_conv_mode "$MODEL_PATH")}"
     read -ra SCORE_EXTRA <<< "${SCORE_ARGS:-}"
+    # a smoke run covers part of the benchmark: score what it answered (marked partial)
+    [[ -z "$LIMIT" ]] || SCORE_EXTRA+=(--allow-missing)
     echo "$(basename "$0"): model $MODEL_PATH (conv mode $CONV_MODE), results as '$CKPT', data in $EVAL_DIR" >&2
 }
 
@@ -126,7 +143,8 @@ need_file() {  # need_file PATH WHAT
 
 # run_chunks MODULE CHUNK_DIR MERGED_FILE [runner flags...]
 # One chunk per GPU of CUDA_VISIBLE_DEVICES (in parallel), each resumable in
-# CHUNK_DIR/<chunks>_<idx>.jsonl, then merged in order into MERGED_FILE.
+# CHUNK_DIR/<chunks>_<idx>[-limit<N>].jsonl (the runner's own name for a --limit run),
+# then merged in order into MERGED_FILE.
 run_chunks() {
     local module="$1" chunk_dir="$2" merged="$3"
     shift 3
@@ -142,7 +160,7 @@ run_chunks() {
         # greedy decoding and the model's template, as in LLaVA's scripts; the script's own
         # flags come next and the user's (RUNNER_FLAGS) last, so later flags win
         local cmd=("$PYTHON" -m "$module" --model-path "$MODEL_PATH" --temperature 0 --conv-mode "$CONV_MODE" "$@"
-                   --answers-file "$chunk_dir/${chunks}_${idx}.jsonl"
+                   --answers-file "$chunk_dir/${chunks}_${idx}${LIMIT_MARK}.jsonl"
                    --num-chunks "$chunks" --chunk-idx "$idx"
                    ${RUNNER_FLAGS[@]+"${RUNNER_FLAGS[@]}"})
         if ((${#gpus[@]} > 0)); then
@@ -162,9 +180,9 @@ run_chunks() {
     local tmp="$merged.tmp"
     : > "$tmp"
     for ((idx = 0; idx < chunks; idx++)); do
-        cat "$chunk_dir/${chunks}_${idx}.jsonl" >> "$tmp"
-        if [[ -s "$chunk_dir/${chunks}_${idx}.skipped.jsonl" ]]; then
-            echo "$(basename "$0"): warning: questions skipped for bad images: $chunk_dir/${chunks}_${idx}.skipped.jsonl" >&2
+        cat "$chunk_dir/${chunks}_${idx}${LIMIT_MARK}.jsonl" >> "$tmp"
+        if [[ -s "$chunk_dir/${chunks}_${idx}${LIMIT_MARK}.skipped.jsonl" ]]; then
+            echo "$(basename "$0"): warning: questions skipped: $chunk_dir/${chunks}_${idx}${LIMIT_MARK}.skipped.jsonl" >&2
         fi
     done
     mv "$tmp" "$merged"

@@ -6,7 +6,7 @@ import sys
 from typing import List, Optional
 
 from . import gqa, mme, mmvet, pope, sqa, textvqa, vizwiz, vqav2
-from .common import ScoreInputError
+from .common import InputError
 
 BENCHMARKS = {
     "mme": (mme, "MME perception/cognition scores from the official ground-truth directory"),
@@ -39,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except ScoreInputError as e:
+    except InputError as e:
         sys.stdout.flush()
         print(f"score {args.bench}: error: {e}", file=sys.stderr)
         return 2

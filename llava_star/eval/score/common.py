@@ -1,7 +1,7 @@
 """Shared helpers for the offline scorers: strict file reading, tables, output.
 
-Every scorer refuses bad input with :class:`ScoreInputError` (a ``SystemExit``
-whose exit status is 2) rather than scoring a file that does not line up with
+Every scorer refuses bad input with :class:`InputError` (the runners' error type: a
+``SystemExit`` whose exit status is 2) rather than scoring a file that does not line up with
 its ground truth: a silently wrong benchmark number is worse than no number.
 """
 from __future__ import annotations
@@ -10,26 +10,21 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-from ..inputs import InputError, check_dir, check_file, read_json, read_jsonl, require_keys  # noqa: F401
+from ..inputs import InputError, check_dir, check_file, decode_utf8, read_json, read_jsonl, require_keys  # noqa: F401
 
 # LLaVA-1.5 appends this to every short-answer question (MME, POPE, GQA, ...).
 LLAVA_SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
-
-
-# Bad or mismatched input (a SystemExit with status 2, ``str(err)`` is the message): the
-# runners' error type, under the name the scorers have always used.
-ScoreInputError = InputError
 
 
 def read_answers(path: str, flag: str = "--answers-file") -> List[Dict[str, Any]]:
     """Read a LLaVA answers file (question_id, prompt, text, answer_id, model_id, metadata)."""
     answers = read_jsonl(path, flag)
     if not answers:
-        raise ScoreInputError(f"{flag}: {path} has no answers (empty file)")
+        raise InputError(f"{flag}: {path} has no answers (empty file)")
     require_keys(answers, ("question_id", "text"), path, flag)
     for a in answers:
         if not isinstance(a["text"], str):
-            raise ScoreInputError(f"{flag}: {path}, line {a['__line__']}: 'text' is not a string")
+            raise InputError(f"{flag}: {path}, line {a['__line__']}: 'text' is not a string")
     return answers
 
 
@@ -42,7 +37,7 @@ def index_by(records: Iterable[Dict[str, Any]], key: str, source: str,
         if k in out:
             line = rec.get("__line__")
             where = f" (line {line})" if line else ""
-            raise ScoreInputError(f"{source}: duplicate {key} {rec[key]!r}{where}")
+            raise InputError(f"{source}: duplicate {key} {rec[key]!r}{where}")
         out[k] = rec
     return out
 
@@ -83,6 +78,18 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: Op
     print()
 
 
+def add_period_flag(p) -> None:
+    p.add_argument("--strip-all-periods", action="store_true",
+                   help="corrected value: strip every period from answers (default: LLaVA's normalizer, "
+                        "which strips at most 32, see eval/README.md)")
+
+
+def print_scored(answered: int, total: int) -> None:
+    """Every scorer says how much of the benchmark its number covers."""
+    note = "" if answered == total else " (PARTIAL: not a benchmark score)"
+    print(f"Scored {answered} of {total} questions{note}")
+
+
 def emit_json(obj: Dict[str, Any]) -> None:
     """The machine-readable headline numbers: always the last line of stdout."""
     print(json.dumps(obj, sort_keys=False), flush=True)
@@ -95,7 +102,7 @@ def write_json(path: str, obj: Any, flag: str, indent: Optional[int] = None) -> 
         with open(path, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=indent)
     except OSError as e:
-        raise ScoreInputError(f"{flag}: cannot write {path}: {e.strerror}") from None
+        raise InputError(f"{flag}: cannot write {path}: {e.strerror}") from None
 
 
 def pct(num: float, den: float) -> float:

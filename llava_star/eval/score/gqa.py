@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, List
 
-from .common import (ScoreInputError, emit_json, index_by, pct, preview, print_table, read_answers,
+from .common import (InputError, emit_json, index_by, pct, preview, print_scored, print_table, read_answers,
                      read_json, write_json)
 
 
@@ -25,23 +25,23 @@ def score_gqa(answers: List[Dict[str, Any]], questions: Dict[str, Dict[str, Any]
               allow_missing: bool = False, source: str = "--answers-file") -> Dict[str, Any]:
     """``questions`` is the GQA json (question id -> {question, answer, isBalanced, types, ...})."""
     if not isinstance(questions, dict):
-        raise ScoreInputError("--questions: expected a JSON object mapping question id -> question")
+        raise InputError("--questions: expected a JSON object mapping question id -> question")
     preds = {k: gqa_prediction(a["text"])
              for k, a in index_by(answers, "question_id", source, keyfunc=str).items()}
     extra = [k for k in preds if k not in questions]
     if extra:
-        raise ScoreInputError(f"{source}: {len(extra)} answers have a question_id not in --questions: {preview(extra)}")
+        raise InputError(f"{source}: {len(extra)} answers have a question_id not in --questions: {preview(extra)}")
     # Like the official eval, only balanced questions count (all of testdev_balanced are).
     scored = {k: q for k, q in questions.items() if q.get("isBalanced", True)}
     missing = [k for k in scored if k not in preds]
     if missing and not allow_missing:
-        raise ScoreInputError(f"{source}: {len(missing)} of {len(scored)} questions have no answer: "
-                              f"{preview(missing)} (pass --allow-missing to count them as wrong)")
+        raise InputError(f"{source}: {len(missing)} of {len(scored)} questions have no answer: "
+                         f"{preview(missing)} (pass --allow-missing to count them as wrong)")
     correct = 0
     by_type: Dict[str, List[int]] = {}
     for k, q in scored.items():
         if "answer" not in q:
-            raise ScoreInputError(f"--questions: question {k!r} has no 'answer'")
+            raise InputError(f"--questions: question {k!r} has no 'answer'")
         ok = int(preds.get(k) == q["answer"])
         correct += ok
         t = (q.get("types") or {}).get("structural")
@@ -50,7 +50,8 @@ def score_gqa(answers: List[Dict[str, Any]], questions: Dict[str, Dict[str, Any]
             by_type[t][0] += ok
             by_type[t][1] += 1
     return {"accuracy": pct(correct, len(scored)), "correct": correct, "questions": len(scored),
-            "missing": len(missing), "by_structural_type": {t: pct(c, n) for t, (c, n) in sorted(by_type.items())}}
+            "missing": len(missing), "answered": len(scored) - len(missing), "total": len(scored),
+            "by_structural_type": {t: pct(c, n) for t, (c, n) in sorted(by_type.items())}}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,5 +74,6 @@ def run(args: argparse.Namespace) -> None:
     rows += [[f"  {t}", acc, "", ""] for t, acc in r["by_structural_type"].items()]
     print_table(["GQA", "accuracy", "correct", "questions"], rows, title="=== GQA (exact match, percent) ===")
     print(f"Missing answers: {r['missing']}")
+    print_scored(r["answered"], r["total"])
     emit_json({"benchmark": "gqa", "accuracy": round(r["accuracy"], 4), "correct": r["correct"],
-               "questions": r["questions"], "missing": r["missing"]})
+               "questions": r["questions"], "missing": r["missing"], "answered": r["answered"], "total": r["total"]})

@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import Any, Dict, List, Tuple
 
-from .common import (ScoreInputError, check_dir, emit_json, pct, preview, print_table,
+from .common import (InputError, check_dir, decode_utf8, emit_json, pct, preview, print_scored, print_table,
                      read_answers, require_keys, strip_llava_suffix)
 
 PERCEPTION = ["existence", "count", "position", "color", "posters", "celebrity", "scene",
@@ -56,8 +56,8 @@ def _category_dirs(gt_dir: str) -> Dict[str, str]:
     out = {}
     for cat in CATEGORIES:
         if cat.lower() not in present:
-            raise ScoreInputError(f"--gt-dir: category directory {cat!r} not found in {gt_dir} "
-                                  f"(expected the MME_Benchmark_release_version/ layout)")
+            raise InputError(f"--gt-dir: category directory {cat!r} not found in {gt_dir} "
+                             f"(expected the MME_Benchmark_release_version/ layout)")
         out[cat] = os.path.join(gt_dir, present[cat.lower()])
     return out
 
@@ -69,27 +69,27 @@ def load_mme_gt(gt_dir: str) -> Dict[str, Dict[str, List[Tuple[str, str]]]]:
     for cat, cat_dir in _category_dirs(gt_dir).items():
         txt_dir = os.path.join(cat_dir, YN_DIR) if cat in SUBDIR_CATEGORIES else cat_dir
         if not os.path.isdir(txt_dir):
-            raise ScoreInputError(f"--gt-dir: {txt_dir} not found (category {cat!r})")
+            raise InputError(f"--gt-dir: {txt_dir} not found (category {cat!r})")
         images: Dict[str, List[Tuple[str, str]]] = {}
         for name in sorted(os.listdir(txt_dir)):
             if not name.endswith(".txt"):
                 continue
             path = os.path.join(txt_dir, name)
             pairs = []
-            with open(path, "r", encoding="utf-8") as f:
-                for lineno, line in enumerate(f, start=1):
-                    line = line.rstrip("\r\n")
+            with open(path, "rb") as f:
+                for lineno, raw in enumerate(f, start=1):
+                    line = decode_utf8(raw, path, "--gt-dir", lineno).rstrip("\r\n")
                     if not line.strip():
                         continue
                     fields = line.split("\t")
                     if len(fields) != 2 or fields[1].strip().lower() not in ("yes", "no"):
-                        raise ScoreInputError(f"--gt-dir: {path}, line {lineno}: expected "
-                                              f"'question<TAB>Yes|No', got {line!r}")
+                        raise InputError(f"--gt-dir: {path}, line {lineno}: expected "
+                                         f"'question<TAB>Yes|No', got {line!r}")
                     pairs.append((fields[0], fields[1].strip().lower()))
             if pairs:
                 images[name[: -len(".txt")]] = pairs
         if not images:
-            raise ScoreInputError(f"--gt-dir: no ground-truth .txt files in {txt_dir}")
+            raise InputError(f"--gt-dir: no ground-truth .txt files in {txt_dir}")
         gt[cat] = images
     return gt
 
@@ -100,8 +100,8 @@ def _answer_key(ans: Dict[str, Any], cat_lookup: Dict[str, str], source: str) ->
     parts = qid.replace("\\", "/").split("/")
     # question_id is "<category>/<image>" or "<category>/images/<image>".
     if len(parts) < 2 or parts[0].lower() not in cat_lookup:
-        raise ScoreInputError(f"{where}: question_id {qid!r} does not start with an MME category "
-                              f"({', '.join(CATEGORIES)})")
+        raise InputError(f"{where}: question_id {qid!r} does not start with an MME category "
+                         f"({', '.join(CATEGORIES)})")
     stem = os.path.splitext(parts[-1])[0]
     return cat_lookup[parts[0].lower()], stem, normalize_question(ans["prompt"])
 
@@ -116,7 +116,7 @@ def score_mme(answers: List[Dict[str, Any]], gt: Dict[str, Dict[str, List[Tuple[
             for q, label in pairs:
                 key = (cat, stem, normalize_question(q))
                 if key in truth:
-                    raise ScoreInputError(f"--gt-dir: {cat}/{stem}.txt has the question {q!r} twice")
+                    raise InputError(f"--gt-dir: {cat}/{stem}.txt has the question {q!r} twice")
                 truth[key] = label
 
     preds: Dict[GTKey, str] = {}
@@ -127,19 +127,19 @@ def score_mme(answers: List[Dict[str, Any]], gt: Dict[str, Dict[str, List[Tuple[
             unmatched.append(f"{ans['question_id']}: {key[2]!r} (line {ans.get('__line__', '?')})")
             continue
         if key in preds:
-            raise ScoreInputError(f"{source}: two answers to the same question {ans['question_id']}: "
-                                  f"{key[2]!r} (line {ans.get('__line__', '?')})")
+            raise InputError(f"{source}: two answers to the same question {ans['question_id']}: "
+                             f"{key[2]!r} (line {ans.get('__line__', '?')})")
         preds[key] = parse_yes_no(ans["text"])
     if unmatched:
-        raise ScoreInputError(f"{source}: {len(unmatched)} answers match no ground-truth question "
-                              f"in --gt-dir: {preview(unmatched, 3)}")
+        raise InputError(f"{source}: {len(unmatched)} answers match no ground-truth question "
+                         f"in --gt-dir: {preview(unmatched, 3)}")
 
     missing = [k for k in truth if k not in preds]
     if missing and not allow_missing:
-        raise ScoreInputError(
-            f"{source}: {len(missing)} of {len(truth)} ground-truth questions have no answer, e.g. "
-            f"{preview([f'{c}/{s}: {q!r}' for c, s, q in missing], 3)} "
-            f"(pass --allow-missing to count them as wrong)")
+        raise InputError(
+                         f"{source}: {len(missing)} of {len(truth)} ground-truth questions have no answer, e.g. "
+                         f"{preview([f'{c}/{s}: {q!r}' for c, s, q in missing], 3)} "
+                         f"(pass --allow-missing to count them as wrong)")
 
     subtasks: Dict[str, Dict[str, Any]] = {}
     for cat, images in gt.items():
@@ -168,7 +168,8 @@ def score_mme(answers: List[Dict[str, Any]], gt: Dict[str, Dict[str, List[Tuple[
     perception = sum(subtasks[c]["score"] for c in PERCEPTION)
     cognition = sum(subtasks[c]["score"] for c in COGNITION)
     return {"perception": perception, "cognition": cognition, "total": perception + cognition,
-            "subtasks": subtasks, "answers": len(answers), "missing": len(missing)}
+            "subtasks": subtasks, "answers": len(answers), "missing": len(missing),
+            "answered": len(preds), "total": len(truth)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -194,7 +195,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"Perception: {r['perception']:.2f}  Cognition: {r['cognition']:.2f}  "
           f"Total: {r['total']:.2f}  (answers: {r['answers']}, missing: {r['missing']})")
     print(f"Paper style (1 dp): Perception {r['perception']:.1f}  Cognition {r['cognition']:.1f}")
+    print_scored(r["answered"], r["total"])
     emit_json({"benchmark": "mme", "perception": round(r["perception"], 4),
                "cognition": round(r["cognition"], 4), "total": round(r["total"], 4),
-               "answers": r["answers"], "missing": r["missing"],
+               "answers": r["answers"], "missing": r["missing"], "answered": r["answered"], "total": r["total"],
                "subtasks": {c: round(r["subtasks"][c]["score"], 4) for c in CATEGORIES}})

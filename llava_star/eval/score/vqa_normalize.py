@@ -1,89 +1,68 @@
 """The VQA answer normalizer and soft accuracy, shared by TextVQA, VQAv2 and VizWiz.
 
-Behaviour follows the EvalAI/VQA normalization that LLaVA uses (llava/eval/m4c_evaluator.py,
-EvalAIAnswerProcessor), because the published numbers were computed with it: lowercase, drop
-commas and question marks, split "'s", punctuation to space or nothing, drop periods that do not
-precede a digit, number words to digits, drop articles, restore apostrophes in contractions.
+The normalizer is llava's own (`llava/eval/m4c_evaluator.py`, EvalAIAnswerProcessor, the
+one LLaVA's eval_textvqa and convert_{vqav2,vizwiz}_for_submission call), so our numbers are
+LLaVA's, quirks included:
+
+- LLaVA quirk "32 periods": its `PERIOD_STRIP.sub("", text, re.UNICODE)` passes re.UNICODE
+  (32) as sub's *count*, so at most 32 periods are stripped from an answer. The official VQA
+  tool has the same line. `strip_all_periods=True` (the scorers' --strip-all-periods) strips
+  every period not before a digit, as intended.
 """
 from __future__ import annotations
 
-import re
+import importlib.util
+import os
+import sys
+from functools import lru_cache
 from typing import Dict, Iterable, List
 
-# Contraction table of the official VQA evaluation ("dont" -> "don't" ...), as "without:with"
-# pairs. The official table's capitalised keys ("Im", "Ive", "Id've") can never match a
-# lowercased word there, so they are left out here rather than changing its behaviour.
-_CONTRACTION_PAIRS = """
-aint:ain't arent:aren't cant:can't couldve:could've couldnt:couldn't couldn'tve:couldn't've
-couldnt've:couldn't've didnt:didn't doesnt:doesn't dont:don't hadnt:hadn't hadnt've:hadn't've
-hadn'tve:hadn't've hasnt:hasn't havent:haven't hed:he'd hed've:he'd've he'dve:he'd've hes:he's
-howd:how'd howll:how'll hows:how's isnt:isn't itd:it'd
-itd've:it'd've it'dve:it'd've itll:it'll let's:let's maam:ma'am mightnt:mightn't
-mightnt've:mightn't've mightn'tve:mightn't've mightve:might've mustnt:mustn't mustve:must've
-neednt:needn't notve:not've oclock:o'clock oughtnt:oughtn't ow's'at:'ow's'at 'ows'at:'ow's'at
-'ow'sat:'ow's'at shant:shan't shed've:she'd've she'dve:she'd've she's:she's shouldve:should've
-shouldnt:shouldn't shouldnt've:shouldn't've shouldn'tve:shouldn't've somebody'd:somebodyd
-somebodyd've:somebody'd've somebody'dve:somebody'd've somebodyll:somebody'll somebodys:somebody's
-someoned:someone'd someoned've:someone'd've someone'dve:someone'd've someonell:someone'll
-someones:someone's somethingd:something'd somethingd've:something'd've
-something'dve:something'd've somethingll:something'll thats:that's thered:there'd
-thered've:there'd've there'dve:there'd've therere:there're theres:there's theyd:they'd
-theyd've:they'd've they'dve:they'd've theyll:they'll theyre:they're theyve:they've twas:'twas
-wasnt:wasn't wed've:we'd've we'dve:we'd've weve:we've werent:weren't whatll:what'll whatre:what're
-whats:what's whatve:what've whens:when's whered:where'd wheres:where's whereve:where've whod:who'd
-whod've:who'd've who'dve:who'd've wholl:who'll whos:who's whove:who've whyll:why'll whyre:why're
-whys:why's wont:won't wouldve:would've wouldnt:wouldn't wouldnt've:wouldn't've
-wouldn'tve:wouldn't've yall:y'all yall'll:y'all'll y'allll:y'all'll yall'd've:y'all'd've
-y'alld've:y'all'd've y'all'dve:y'all'd've youd:you'd youd've:you'd've you'dve:you'd've
-youll:you'll youre:you're youve:you've
-"""
-CONTRACTIONS: Dict[str, str] = dict(p.split(":", 1) for p in _CONTRACTION_PAIRS.split())
 
-NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-                "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
-ARTICLES = {"a", "an", "the"}
-# Note: no "." here (handled by _PERIOD) and no "'" (contractions need it).
-PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
-               ">", "<", "@", "`", ",", "?", "!"]
-_PERIOD = re.compile(r"\.(?!\d)")              # keep decimal points such as "3.5"
-_DIGIT_COMMA_DIGIT = re.compile(r"(?<=\d),+(?=\d)")
+@lru_cache(maxsize=None)
+def _m4c_evaluator():
+    """llava.eval.m4c_evaluator, the installed file, loaded on its own: importing it the usual
+    way runs llava/__init__, which imports torch and the model classes (seconds) for a module
+    that needs only `re` and `tqdm`."""
+    name = "llava.eval.m4c_evaluator"
+    if name in sys.modules:
+        return sys.modules[name]
+    llava = importlib.util.find_spec("llava")
+    if llava is None or not llava.submodule_search_locations:
+        raise ImportError("llava (llava-torch) is not installed; its m4c_evaluator is the VQA normalizer")
+    path = os.path.join(list(llava.submodule_search_locations)[0], "eval", "m4c_evaluator.py")
+    spec = importlib.util.spec_from_file_location("_llava_m4c_evaluator", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _punctuation(text: str) -> str:
-    out = text
-    # As in the official tool: a mark next to a space (or any "1,000"-style number in the
-    # answer) is deleted, otherwise it becomes a space ("black-white" -> "black white").
-    has_digit_comma = _DIGIT_COMMA_DIGIT.search(text) is not None
-    for p in PUNCTUATION:
-        if p + " " in text or " " + p in text or has_digit_comma:
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
-    return _PERIOD.sub("", out)
+@lru_cache(maxsize=None)
+def _processor(strip_all_periods: bool):
+    processor_class = _m4c_evaluator().EvalAIAnswerProcessor
+    if not strip_all_periods:
+        return processor_class()
+
+    class AllPeriods(processor_class):
+        def process_punctuation(self, in_text):
+            # llava's pass strips the first 32 periods; the same pattern over what is left
+            # strips the rest exactly as one uncapped pass would.
+            out = super().process_punctuation(in_text)
+            return self.PERIOD_STRIP.sub("", out)
+
+    return AllPeriods()
 
 
-def _digits_articles_contractions(text: str) -> str:
-    words = []
-    for w in text.lower().split():
-        w = NUMBER_WORDS.get(w, w)
-        if w not in ARTICLES:
-            words.append(CONTRACTIONS.get(w, w))
-    return " ".join(words)
+def normalize_vqa_answer(answer: str, strip_all_periods: bool = False) -> str:
+    return _processor(strip_all_periods)(answer)
 
 
-def normalize_vqa_answer(answer: str) -> str:
-    text = answer.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return _digits_articles_contractions(_punctuation(text))
-
-
-def vqa_answer_scores(gt_answers: Iterable[str]) -> Dict[str, float]:
+def vqa_answer_scores(gt_answers: Iterable[str], strip_all_periods: bool = False) -> Dict[str, float]:
     """Soft score of every distinct (normalized) human answer.
 
     VQA accuracy averages, over the n leave-one-out subsets of the n (=10) human answers,
     min(1, #humans in the subset who gave this answer / 3).
     """
-    gts: List[str] = [normalize_vqa_answer(a) for a in gt_answers]
+    gts: List[str] = [normalize_vqa_answer(a, strip_all_periods) for a in gt_answers]
     n = len(gts)
     if n == 0:
         return {}
@@ -96,6 +75,7 @@ def vqa_answer_scores(gt_answers: Iterable[str]) -> Dict[str, float]:
     return scores
 
 
-def vqa_accuracy(prediction: str, gt_answers: Iterable[str]) -> float:
+def vqa_accuracy(prediction: str, gt_answers: Iterable[str], strip_all_periods: bool = False) -> float:
     """VQA soft accuracy (0..1) of one raw prediction against the raw human answers."""
-    return vqa_answer_scores(gt_answers).get(normalize_vqa_answer(prediction), 0.0)
+    scores = vqa_answer_scores(gt_answers, strip_all_periods)
+    return scores.get(normalize_vqa_answer(prediction, strip_all_periods), 0.0)

@@ -193,6 +193,11 @@ def test_usage_and_ckpt_names(tmp_path):
     assert name("m/llava-v1.5-7b", "--method", "sparsevlm", "--sparsevlm-layers", "2,6,15", "--no-resume") == \
         "llava-v1.5-7b_sparsevlm-sparsevlm-layers2-6-15"
     assert name("runs/llava-x/checkpoint-500", "--method", "none") == "llava-x_checkpoint-500_none"
+    # flags new to the registry name the run too, switches without a value
+    assert name("m/llava-v1.5-7b", "--method", "sparsevlm", "--budget", "64", "--no-sparsevlm-recycle",
+                "--positions", "original") == "llava-v1.5-7b_sparsevlm-b64-no-sparsevlm-recycle-positionsoriginal"
+    assert name("m/llava-v1.5-7b", "--method", "visionzip", "--visionzip-dominant", "54") == \
+        "llava-v1.5-7b_visionzip-visionzip-dominant54"
 
 
 def test_next_mistral_checkpoint_end_to_end(workspace, tiny_dir):

@@ -24,12 +24,14 @@ def markdown() -> str:
 
 
 def flags() -> list:
-    """Every method flag, for scripts that pass them through (`python -m llava_star.methods --flags`)."""
-    out = ["--method", "--budget", UNIT.flag]
+    """Every method flag as "value FLAG" (takes a value) or "switch FLAG", for scripts that
+    pass them through (`python -m llava_star.methods --flags`)."""
+    out = {"--method": "value", "--budget": "value", UNIT.flag: "value"}
     for name in names():
         for k in get(name).knobs:
             if k.flag and k.flag not in out:
-                out.append(k.flag)
                 if k.parse is bool:
-                    out.append("--no-" + k.flag[2:])
-    return out
+                    out[k.flag] = out["--no-" + k.flag[2:]] = "switch"
+                else:
+                    out[k.flag] = "value"
+    return [f"{kind} {flag}" for flag, kind in out.items()]

@@ -61,7 +61,10 @@ ckpt_name() {
     if [[ "$base" == checkpoint-* ]]; then
         base="$(basename "$(dirname "$model")")_$base"
     fi
-    local method="none" budget="" knobs="" flag val
+    local method="none" budget="" knobs="" flag val kind
+    # the method flags come from the method registry: "value FLAG" / "switch FLAG"
+    local -A kinds=([--fixed-grid]=value)
+    while read -r kind flag; do kinds[$flag]=$kind; done < <("$PYTHON" -m llava_star.methods --flags)
     while (($#)); do
         flag="$1"
         val=""
@@ -71,16 +74,12 @@ ckpt_name() {
             shift
         else
             shift
-            case "$flag" in
-                --method|--budget|--star-*|--fastv-*|--visual-token-num|--sparsevlm-*|--pdrop-*|--prune-seed|--budget-unit|--fixed-grid)
-                    if (($#)); then val="$1"; shift; fi ;;
-            esac
+            if [[ "${kinds[$flag]:-}" == value ]] && (($#)); then val="$1"; shift; fi
         fi
         case "$flag" in
             --method) method="$val" ;;
             --budget) budget="$val" ;;
-            --star-*|--fastv-*|--visual-token-num|--sparsevlm-*|--pdrop-*|--prune-seed|--budget-unit|--fixed-grid)
-                knobs+="-${flag#--}${val}" ;;
+            *) [[ -n "${kinds[$flag]:-}" ]] && knobs+="-${flag#--}${val}" ;;
         esac
     done
     local name="${base}_${method}"

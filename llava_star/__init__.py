@@ -8,6 +8,10 @@
 Names are imported on first use, so `python -m llava_star.<tool> --help` never loads torch.
 """
 import importlib
+import importlib.abc
+import importlib.util
+import os
+import sys
 
 __version__ = "0.1.0"
 
@@ -30,3 +34,23 @@ def __getattr__(name):
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'llava_star' has no attribute {name!r}")
+
+
+
+class _CheckoutPatches(importlib.abc.MetaPathFinder):
+    """`patches/` sits at the checkout's top (the design card) and installs as
+    `llava_star.patches`; from an uninstalled checkout (PYTHONPATH=.) this finder gives the
+    folder that name, so both ways import the same code. Nothing is imported until asked."""
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "patches")
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != __name__ + ".patches":
+            return None
+        return importlib.util.spec_from_file_location(
+            fullname, os.path.join(self.folder, "__init__.py"), submodule_search_locations=[self.folder])
+
+
+if (importlib.util.find_spec(__name__ + ".patches") is None
+        and os.path.isfile(os.path.join(_CheckoutPatches.folder, "__init__.py"))):
+    sys.meta_path.append(_CheckoutPatches())

@@ -21,7 +21,6 @@ generation needs (transformers 4.37's LlamaForCausalLM would compute all of them
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import datetime
 import json
@@ -29,19 +28,15 @@ import os
 import platform
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import torch
-
 from .engine.plan import Plan
-from .engine.seams import Observer
 from .methods import METHODS, MethodConfig, get
 from .geometry import GEOMETRIES, Geometry, build_model, geometry_of, get_geometry
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("bfloat16", "float16", "float32")
 
 
 @dataclass
@@ -71,168 +66,6 @@ class Result:
     score1: List[float] = field(default_factory=list)
     score2: List[float] = field(default_factory=list)
     vision: List[float] = field(default_factory=list)
-
-
-# ------------------------------------------------------------------ timers, memory
-class Timer:
-    """Wall-clock marks; CUDA events on a GPU (read after one synchronize)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.marks = []
-
-    def start(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.marks = []
-        self.mark()
-
-    def mark(self):
-        if self.cuda:
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            self.marks.append(ev)
-        else:
-            self.marks.append(time.perf_counter())
-
-    def seconds(self) -> List[float]:
-        """Seconds from the start to each later mark."""
-        if self.cuda:
-            torch.cuda.synchronize()
-            return [self.marks[0].elapsed_time(m) / 1e3 for m in self.marks[1:]]
-        return [m - self.marks[0] for m in self.marks[1:]]
-
-
-def sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def reset_peak(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:  # "5" resets the peak RSS (VmHWM) of this process (Linux >= 4.0)
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
-
-
-def read_peak(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def kv_bytes(cache) -> int:
-    """Bytes of keys + values held after prefill, over all layers (StarCache, DynamicCache
-    or the legacy tuple of (key, value) per layer)."""
-    if hasattr(cache, "key_cache"):
-        pairs = zip(cache.key_cache, cache.value_cache)
-    else:
-        pairs = ((kv[0], kv[1]) for kv in cache)
-    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in pairs)
-
-
-# ---------------------------------------------------------------------- the model
-class Bench:
-    """One model, switched between stock llava and our engine with a plan (class swap,
-    no reload)."""
-
-    def __init__(self, model):
-        self.model = model
-        self.tower = model.get_vision_tower()
-        self.device = next(model.parameters()).device
-        self.image_sizes = None  # (width, height) per image, for anyres (LLaVA-NeXT) checkpoints
-
-    def set_case(self, case: Case):
-        from .hosts.llava import apply_star, remove_star
-
-        m = self.model
-        if case.stock:
-            if hasattr(m, "star_plan"):
-                remove_star(m)
-        else:
-            apply_star(m, case.plan)
-
-    def prefill(self, case: Case, ids, pixels):
-        """Logits of the last position and the cache."""
-        m = self.model
-        if case.stock:
-            from .flops import _stock_prefill
-            return _stock_prefill(m, ids, pixels, image_sizes=self.image_sizes)
-        out = m(input_ids=ids, images=pixels, image_sizes=self.image_sizes, use_cache=True, last_logits_only=True)
-        return out.logits, out.past_key_values
-
-    def run(self, case: Case, ids, pixels, new_tokens: int) -> Dict[str, object]:
-        timer = Timer(self.device)
-        reset_peak(self.device)
-        timer.start()
-        logits, cache = self.prefill(case, ids, pixels)
-        tok = logits[:, -1].argmax(-1, keepdim=True)
-        timer.mark()
-        kv = kv_bytes(cache)  # shapes only, no sync
-        for _ in range(new_tokens - 1):
-            out = self.model(input_ids=tok, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            tok = out.logits[:, -1].argmax(-1, keepdim=True)
-        timer.mark()
-        t_prefill, t_end = timer.seconds()
-        return {"prefill": t_prefill, "e2e": t_end,
-                "decode": (t_end - t_prefill) / max(new_tokens - 1, 1),
-                "peak": read_peak(self.device), "kv_bytes": kv}
-
-
-class ScoringProbe(Observer):
-    """Times the scoring of both stages (the engine's observer seam) and the vision tower +
-    projector (torch module hooks, so stock llava is timed the same way) during prefill,
-    synchronizing on CUDA. Used in a separate pass so the latency runs carry no
-    instrumentation."""
-
-    _KEYS = {"vision_scores": "score1", "decoder_scores": "score2"}
-
-    def __init__(self, bench: Bench):
-        self.bench, self.device = bench, bench.device
-        self.t = {"score1": 0.0, "score2": 0.0, "vision": 0.0}
-        self._exit = contextlib.ExitStack()
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        t0 = self._now()
-        try:
-            yield
-        finally:
-            self.t[self._KEYS[name]] += self._now() - t0
-
-    def _now(self) -> float:
-        sync(self.device)
-        return time.perf_counter()
-
-    def __enter__(self):
-        from .engine.seams import hooks
-
-        m = self.bench.model
-        if hasattr(m, "star_hooks"):  # stock llava has no scoring to time
-            self._exit.enter_context(hooks(m, observer=self))
-        lm, start = m.get_model(), []
-        pre = lm.get_vision_tower().register_forward_pre_hook(lambda *a: start.append(self._now()))
-        post = lm.mm_projector.register_forward_hook(
-            lambda *a: self.t.__setitem__("vision", self.t["vision"] + self._now() - start.pop()))
-        self._exit.callback(pre.remove)
-        self._exit.callback(post.remove)
-        return self
-
-    def __exit__(self, *exc):
-        self._exit.close()
 
 
 # -------------------------------------------------------------------------- cases
@@ -323,6 +156,32 @@ def summarise(results: List[Result], new_tokens: int) -> List[Dict[str, object]]
     return rows
 
 
+# A ratio of two medians is only as good as their spread: above these, say so.
+IQR_LIMIT = 0.10      # interquartile range / median, with >= 4 repeats
+RANGE_LIMIT = 0.20    # (max - min) / median, with fewer repeats
+
+
+def spread_warnings(rows, meta) -> List[str]:
+    """One line per row whose prefill times spread too wide to trust its ratio, and how to
+    rerun (a busy machine: FastV prefill was seen at 358-2278 ms across five repeats)."""
+    out = []
+    for r in rows:
+        med, n = r["prefill_ms"], r["repeats"]
+        if n >= 4:
+            spread, what, limit = (r["prefill_ms_q3"] - r["prefill_ms_q1"]) / med, "IQR", IQR_LIMIT
+        else:
+            spread, what, limit = (r["prefill_ms_max"] - r["prefill_ms_min"]) / med, "range", RANGE_LIMIT
+        if spread > limit:
+            out.append(f"{r['label']}: prefill {r['prefill_ms_min']:.1f}-{r['prefill_ms_max']:.1f} ms over {n} "
+                       f"repeats ({what} {100 * spread:.0f}% of the median, limit {100 * limit:.0f}%)")
+    if out:
+        load = meta.get("loadavg_before")
+        busy = f"; load average was {load[0]:.1f} at the start" if load else ""
+        out.append(f"too noisy to trust these ratios{busy}: rerun on an idle machine with more repeats, "
+                   f"e.g. --repeats 20 --warmup 2" + (" --threads N" if meta.get("device", "").startswith("cpu") else ""))
+    return out
+
+
 # ------------------------------------------------------------------------- output
 def _ms(row, key, spread=True) -> str:
     v = row[key]
@@ -334,7 +193,7 @@ def _ms(row, key, spread=True) -> str:
 
 def markdown(rows, meta) -> str:
     head = ["Method", "Tokens", "t_eq", "TFLOPs", "FLOPs ratio", "Prefill ms [min-max]", "Prefill ratio",
-            "Prefill ratio / FLOPs ratio", f"Decode ms/token", f"E2E ms ({meta['new_tokens']} tok) [min-max]",
+            "Prefill ratio / FLOPs ratio", "Decode ms/token", f"E2E ms ({meta['new_tokens']} tok) [min-max]",
             "Tokens/s", "Peak mem MiB", "KV cache MiB", "Scoring % of prefill"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -391,6 +250,8 @@ def write_outputs(out_dir: Path, rows, meta) -> Dict[str, Path]:
     if ab:
         md.append(f"Engine overhead (decoder loop alone, stock LlamaModel vs ours without pruning, {ab['pairs']} "
                   f"paired runs): median {ab['overhead_pct_median']:+.2f}%, best-of {ab['overhead_pct_best_of']:+.2f}%.\n")
+    if meta.get("spread_warnings"):
+        md.append("**Spread warning**: " + "; ".join(meta["spread_warnings"]) + ".\n")
     paths["md"].write_text("\n".join(md))
     with open(paths["csv"], "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -418,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--budgets", default="115,58,29", help="comma-separated remaining-token budgets (default: %(default)s)")
     run.add_argument("--no-stock", action="store_true", help="skip the stock-llava row")
     run.add_argument("--no-none", action="store_true", help="skip the pruning-disabled row")
-    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    run.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+    run.add_argument("--device", default=None, help="default cuda when there is one, else cpu")
+    run.add_argument("--dtype", default=None, choices=DTYPES,
                      help="default float16 on cuda, float32 on cpu")
     run.add_argument("--attn", default="sdpa", choices=("sdpa", "eager", "flash_attention_2"))
     run.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
@@ -477,10 +338,15 @@ def load_model(args, device, dtype):
 
 
 def main(argv=None) -> int:
-    from .flops import report
-    from .flops import prompt_ids
-
     args = build_parser().parse_args(argv)
+    import torch  # after parsing, so --help stays fast
+
+    from .flop_count import prompt_ids
+    from .flops import report
+    from .timing import Bench, anyres_inputs, counted_flops, measure_rows, profile
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.new_tokens < 1 or args.repeats < 1 or args.warmup < 0:
         raise SystemExit("error: --new-tokens and --repeats must be >= 1, --warmup >= 0")
     if args.text_after < 1:
@@ -494,7 +360,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is available")
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -542,58 +408,8 @@ def main(argv=None) -> int:
         r.flops = (counted_flops(bench, r.case, ids, pixels) if anyres
                    else report(g, r.case.plan, text_tokens, args.text_before, r.case.budget))
 
-    from tqdm import tqdm
-
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-
-    n_scoring = 0 if args.no_scoring else max(1, args.scoring_repeats)
-    total = len(cases) * (args.warmup + args.repeats + n_scoring)
-    bar = tqdm(total=total, desc="bench", unit="run", disable=args.quiet, file=sys.stderr)
-    with torch.inference_mode():
-        for r in results:  # warm-up, and what does not change between runs
-            bench.set_case(r.case)
-            for _ in range(args.warmup):
-                bench.run(r.case, ids, pixels, args.new_tokens)
-                bar.update()
-            if r.case.stock and not anyres:
-                r.tokens_per_layer, r.t_eq = [g.visual_tokens] * g.layers, float(g.visual_tokens)
-            elif r.case.stock:  # NeXT: the image's merged token count, as the unpruned engine records it
-                bench.set_case(Case("none", "none", None, Plan("none")))
-                bench.model(input_ids=ids, images=pixels, image_sizes=bench.image_sizes, use_cache=False)
-                r.tokens_per_layer = list(model.star_record[0].tokens_per_layer)
-                r.t_eq = model.star_record[0].t_eq
-                bench.set_case(r.case)
-        for _ in range(args.repeats):
-            for r in results:
-                bar.set_postfix_str(r.case.label)
-                bench.set_case(r.case)
-                out = bench.run(r.case, ids, pixels, args.new_tokens)
-                r.prefill.append(out["prefill"])
-                r.decode.append(out["decode"])
-                r.e2e.append(out["e2e"])
-                r.peak.append(out["peak"])
-                r.kv_bytes = out["kv_bytes"]
-                if not r.case.stock:
-                    rec = model.star_record[0]
-                    r.tokens_per_layer, r.t_eq = list(rec.tokens_per_layer), rec.t_eq
-                bar.update()
-        if n_scoring:
-            for _ in range(n_scoring):
-                for r in results:
-                    bar.set_postfix_str(f"scoring {r.case.label}")
-                    bench.set_case(r.case)
-                    with ScoringProbe(bench) as probe:
-                        sync(device)
-                        t0 = time.perf_counter()
-                        bench.prefill(r.case, ids, pixels)
-                        sync(device)
-                        r.timed_prefill.append(time.perf_counter() - t0)
-                    r.score1.append(probe.t["score1"])
-                    r.score2.append(probe.t["score2"])
-                    r.vision.append(probe.t["vision"])
-                    bar.update()
-        ab = engine_overhead_ab(bench, ids, pixels, args.ab_pairs) if args.ab_pairs > 0 else None
-    bar.close()
+    ab = measure_rows(bench, results, ids, pixels, args, g)
 
     rows = summarise(results, args.new_tokens)
     meta = {
@@ -608,8 +424,11 @@ def main(argv=None) -> int:
         "command": "python -m llava_star.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "engine_overhead_ab": ab, "loadavg_before": load_before, "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
+    meta["spread_warnings"] = spread_warnings(rows, meta)
     paths = write_outputs(Path(args.out_dir), rows, meta)
     print(text_table(rows, meta))
+    for line in meta["spread_warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     _print_targets(rows)
     if ab:
         print(f"engine overhead, decoder loop alone ({ab['pairs']} paired runs): median "
@@ -625,91 +444,6 @@ def main(argv=None) -> int:
         print(text)
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['json']}")
     return 0
-
-
-def anyres_inputs(model, size: str, batch: int, seed: int, device, dtype):
-    """Pixels of a synthetic photo-sized noise image through llava's own anyres processing."""
-    import numpy as np
-    from llava.mm_utils import process_images
-    from PIL import Image
-
-    try:
-        w, h = (int(x) for x in size.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"error: --image-size must look like 672x672, got {size!r}") from None
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-    px = process_images([image] * batch, model.star_bench_processor, model.config)
-    px = [p.to(device, dtype) for p in px] if isinstance(px, list) else px.to(device, dtype)
-    return px, [image.size] * batch
-
-
-def counted_flops(bench: Bench, case, ids, pixels) -> Dict[str, float]:
-    """FLOPs of one real prefill, counted by torch.utils.flop_counter, against stock llava
-    (for checkpoints whose visual token count the theory does not model)."""
-    from .flops import _categorise, flop_counter
-
-    class Prefill(torch.nn.Module):  # a module, so FLOPs are named from the model down
-        def __init__(self, c):
-            super().__init__()
-            self.m, self.c = bench.model, c
-
-        def forward(self):
-            return bench.prefill(self.c, ids, pixels)
-
-    def count(c):
-        bench.set_case(c)
-        counter = flop_counter()
-        with torch.no_grad(), counter:
-            Prefill(c)()
-        return _categorise(counter.get_flop_counts())
-
-    base, got = count(Case("stock", "stock", None, None)), count(case)
-    return {"total_flops": got["total"], "total_ratio": got["total"] / base["total"],
-            "decoder_flops": got["decoder"], "ratio": got["decoder"] / base["decoder"]}
-
-
-def engine_overhead_ab(bench: Bench, ids, pixels, pairs: int) -> Dict[str, float]:
-    """Paired A/B of the decoder loop alone on the same merged embeddings: transformers'
-    LlamaModel.forward (what stock llava runs) against our `DecoderPruner.prefill` with
-    pruning disabled, alternating which goes first. Isolates the engine's own overhead from
-    the vision tower (ours stops at the select layer, stock runs one more CLIP layer)."""
-    from .engine.decoder import DecoderPruner
-    from .engine.seams import Hooks
-    from .hosts.llava.layers import LlamaLayers, StarCache
-
-    m, device = bench.model, bench.device
-    stock_case = Case("stock", "stock", None, None)
-    bench.set_case(stock_case)
-    _, _, _, _, embeds, _ = m.prepare_inputs_labels_for_multimodal(ids, None, None, None, None, pixels,
-                                                                   bench.image_sizes)
-    lm = m.get_model()
-    valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
-    pruner, layers = DecoderPruner(Plan("none")), LlamaLayers(lm)
-
-    def stock():
-        lm(inputs_embeds=embeds, use_cache=True)
-
-    def engine():
-        pruner.prefill(layers, embeds, valid, None, StarCache(), Hooks())
-
-    ratios, t_stock, t_engine = [], [], []
-    for i in range(pairs + 1):  # the first pair warms up
-        times = {}
-        for name, fn in ((("stock", stock), ("engine", engine)) if i % 2 else (("engine", engine), ("stock", stock))):
-            timer = Timer(device)
-            timer.start()
-            fn()
-            timer.mark()
-            times[name] = timer.seconds()[0]
-        if i:
-            t_stock.append(times["stock"])
-            t_engine.append(times["engine"])
-            ratios.append(times["engine"] / times["stock"])
-    return {"pairs": pairs, "overhead_pct_median": 100 * (statistics.median(ratios) - 1),
-            "overhead_pct_mean": 100 * (statistics.mean(ratios) - 1),
-            "overhead_pct_best_of": 100 * (min(t_engine) / min(t_stock) - 1),
-            "stock_ms_median": 1e3 * statistics.median(t_stock), "engine_ms_median": 1e3 * statistics.median(t_engine)}
 
 
 def _cpu_name() -> str:
@@ -742,19 +476,6 @@ def _print_targets(rows):
                       f"decoder FLOPs ratio {r['decoder_flops_ratio']:.3f}")
             print(f"{r['label']}: prefill ratio {r['prefill_ratio']:.3f} = {r['prefill_over_flops']:.3f} x "
                   f"FLOPs ratio {r['flops_ratio']:.3f} (best-of-repeats: {r['prefill_over_flops_min']:.3f} x){s}")
-
-
-def profile(bench: Bench, case: Case, ids, pixels, device) -> str:
-    from torch.profiler import ProfilerActivity, profile as tprofile, record_function
-
-    bench.set_case(case)
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch.inference_mode(), tprofile(activities=acts) as prof:
-        with record_function(f"prefill {case.label}"):
-            bench.prefill(case, ids, pixels)
-        sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return f"torch.profiler, one prefill of {case.label}\n" + prof.key_averages().table(sort_by=key, row_limit=25)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-import torch
 
 
 @dataclass(frozen=True)
@@ -172,15 +171,16 @@ def llava_config(g: Geometry, vision_dir: str, attn_implementation: str = "sdpa"
     return cfg
 
 
-def build_model(g: Geometry, device="cpu", dtype: torch.dtype = torch.float32,
-                attn_implementation: str = "sdpa", seed: int = 0):
+def build_model(g: Geometry, device="cpu", dtype=None, attn_implementation: str = "sdpa", seed: int = 0):
     """A stock `LlavaLlamaForCausalLM` of geometry `g` with HF's random init (std 0.02),
-    on `device` in `dtype`; on device "meta" it has shapes but no storage (for FLOP counts).
+    on `device` in `dtype` (default float32); on device "meta" it has shapes but no storage (for FLOP counts).
     The vision tower is loaded (a `CLIPVisionModel` built from its config). Nothing is
     downloaded. Returns the model in eval mode with gradients off."""
+    import torch
     from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
     from transformers import CLIPVisionModel
 
+    dtype = torch.float32 if dtype is None else dtype
     vcfg = clip_config(g.vision)
     old_dtype = torch.get_default_dtype()
     torch.manual_seed(seed)

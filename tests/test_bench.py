@@ -132,3 +132,27 @@ def test_next_fixed_grid_and_whole_image_budget(tiny_dir, tmp_path):
     assert rows["fastervlm@700"]["t_eq"] == 700 + newlines  # 140 patches in each of the 5 crops
     with pytest.raises(SystemExit, match="--fixed-grid and --budget-unit are for LLaVA-NeXT"):
         bench.main(["--geometry", "tiny", "--fixed-grid", "672"])
+
+
+def _row(label, times_ms):
+    import statistics
+    q = statistics.quantiles(sorted(times_ms), n=4, method="inclusive") if len(times_ms) > 1 else [times_ms[0]] * 3
+    return {"label": label, "prefill_ms": statistics.median(times_ms), "prefill_ms_min": min(times_ms),
+            "prefill_ms_max": max(times_ms), "prefill_ms_q1": q[0], "prefill_ms_q3": q[2], "repeats": len(times_ms)}
+
+
+def test_spread_warning_names_noisy_rows_and_says_how_to_rerun():
+    """The FastV spread seen on a busy machine (358-2278 ms) is flagged; a tight row is not."""
+    rows = [_row("stock", [1000, 1010, 1005, 998, 1003]), _row("fastv@58", [358, 2278, 900, 410, 1500])]
+    lines = bench.spread_warnings(rows, {"loadavg_before": (3.5, 2.0, 1.0), "device": "cpu"})
+    assert len(lines) == 2 and lines[0].startswith("fastv@58: prefill 358.0-2278.0 ms over 5 repeats")
+    assert "--repeats" in lines[1] and "load average was 3.5" in lines[1]
+    assert bench.spread_warnings(rows[:1], {"device": "cpu"}) == []
+    # two repeats: judged on the range
+    assert bench.spread_warnings([_row("star@58", [100, 130])], {"device": "cuda"})[0].startswith("star@58")
+
+
+def test_spread_verdict_recorded(run):
+    out, _ = run
+    meta = json.loads((out / "bench.json").read_text())["meta"]
+    assert isinstance(meta["spread_warnings"], list)

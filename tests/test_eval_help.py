@@ -1,4 +1,4 @@
-"""`--help` of every eval CLI is fast: building the parser imports neither torch nor llava
+"""`--help` of every CLI is fast: building the parser imports neither torch nor llava
 (issue 14, item 4). Measured in a fresh interpreter, as a user runs it."""
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ CLIS = {
     "llava_star.eval.score mme": ["mme", "--help"],
     "llava_star.eval.score textvqa": ["textvqa", "--help"],
     "llava_star.prompting": ["--help"],
+    "llava_star.bench": ["--help"],
+    "llava_star.flops": ["--help"],
+    "llava_star.methods": ["--help"],
 }
 # The bound allows for a machine shared with other jobs; an import of torch alone takes longer
 # than 2 s here, and the sys.modules check below fails on it whatever the load.

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from llava_star import flops
+from llava_star import flop_count, flops
 from llava_star.engine.plan import DecoderStage, Plan, VisionStage
 from llava_star.geometry import Geometry, VisionGeometry, get_geometry
 
@@ -24,7 +24,7 @@ def test_theory_matches_meta_count_7b(method, budget):
     our engine agrees with the formulas within 2%, part by part, with the same token counts."""
     plan = flops.method_plan(method, budget, G7)
     t = flops.theory(G7, plan, text_tokens=64)
-    m = flops.measure(G7, plan, text_tokens=64)
+    m = flop_count.measure(G7, plan, text_tokens=64)
     assert m["tokens_per_layer"] == t.tokens_per_layer
     assert m["t_eq"] == pytest.approx(t.t_eq)
     assert _close(m["total"], t.total, t.total)
@@ -35,12 +35,12 @@ def test_theory_matches_meta_count_7b(method, budget):
 
 def test_baseline_and_engine_without_pruning_7b():
     stock = flops.theory(G7, None, 64)
-    m = flops.measure(G7, None, 64)
+    m = flop_count.measure(G7, None, 64)
     for part, value in [("decoder", stock.decoder), ("vision", stock.vision), ("projector", stock.projector)]:
         assert _close(m[part], value, stock.total)
     assert _close(m["total"], stock.total, stock.total)
     none = flops.theory(G7, Plan("none"), 64)
-    mn = flops.measure(G7, Plan("none"), 64)
+    mn = flop_count.measure(G7, Plan("none"), 64)
     assert _close(mn["total"], none.total, none.total)
     # our tower stops at the select layer: 23 of CLIP's 24 layers
     layer = flops.clip_layer_macs(G7) * 2
@@ -85,11 +85,11 @@ def test_hand_geometry_counted(device):
     """The same numbers counted by FlopCounterMode, on meta and on a real CPU model (the CPU
     run also checks that the meta bookkeeping does not change what is counted)."""
     t = flops.theory(HAND, HAND_PLAN, text_tokens=5, text_before=2)
-    m = flops.measure(HAND, HAND_PLAN, text_tokens=5, text_before=2, device=device)
+    m = flop_count.measure(HAND, HAND_PLAN, text_tokens=5, text_before=2, device=device)
     assert m["tokens_per_layer"] == [3, 3, 2, 2]
     assert (m["decoder"], m["vision"], m["projector"], m["scoring"], m["lm_head"], m["total"]) == \
         (45632, 22176, 576, 1288, 160, 69832)
-    ms = flops.measure(HAND, None, text_tokens=5, text_before=2, device=device)
+    ms = flop_count.measure(HAND, None, text_tokens=5, text_before=2, device=device)
     assert ms["total"] == flops.theory(HAND, None, 5, 2).total == 81232
 
 
@@ -97,8 +97,8 @@ def test_hand_geometry_counted(device):
 def test_meta_count_equals_real_cpu_count_tiny(method, budget):
     g = get_geometry("tiny")
     plan = flops.method_plan(method, budget, g)
-    real = flops.measure(g, plan, 64, device="cpu")
-    meta = flops.measure(g, plan, 64)
+    real = flop_count.measure(g, plan, 64, device="cpu")
+    meta = flop_count.measure(g, plan, 64)
     assert real == meta
     assert real["total"] == flops.theory(g, plan, 64).total
 

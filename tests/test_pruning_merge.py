@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from llava_star.pruning.merge import cluster_merge, recycled_count, sparsevlm_recycle, visionzip_contextual
+from llava_star.engine.counts import recycled_count
+from llava_star.pruning.merge import cluster_merge, sparsevlm_recycle, visionzip_contextual
 from llava_star.pruning.raters import sparsevlm_raters
 
 

@@ -59,3 +59,13 @@ def decoder_keep(keep: Count, unit: str, image: ImageTokens) -> int:
     if unit == "crop":
         return ratio_of(keep, image.per_crop * image.crops) if isinstance(keep, float) else keep * image.crops
     return ratio_of(keep, image.rows)
+
+
+def recycle_size(n_dropped: int) -> int:
+    """SparseVLM recycling: how many of `n_dropped` dropped tokens are recycled (the top 30%, plus one)."""
+    return min(n_dropped, int(n_dropped * 0.3) + 1)
+
+
+def recycled_count(n_dropped: int) -> int:
+    """How many merged tokens `sparsevlm_recycle` makes from `n_dropped` dropped tokens."""
+    return int(recycle_size(n_dropped) / 10) + 1 if n_dropped else 0

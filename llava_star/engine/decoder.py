@@ -14,12 +14,12 @@ from typing import Dict, List, Optional, Protocol, Sequence
 
 import torch
 
-from ..pruning.merge import cluster_merge, recycle_size, recycled_count
+from ..pruning.merge import cluster_merge
 from ..pruning.raters import sparsevlm_raters
 from ..pruning.scores import attention_probs, attention_received, rater_rows
 from ..pruning.select import gather_tokens, pack_rows
 from .context import MERGED, NEWLINE
-from .counts import ImageTokens, decoder_keep
+from .counts import ImageTokens, decoder_keep, recycle_size, recycled_count
 from .plan import DecoderStage, Plan
 from .seams import Hooks, Selection
 

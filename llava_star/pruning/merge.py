@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from ..engine.counts import recycle_size
+
 
 def visionzip_contextual(hidden: torch.Tensor, keys: torch.Tensor, contextual: int) -> torch.Tensor:
     """VisionZip contextual merging of the non-dominant tokens.
@@ -58,16 +60,6 @@ def sparsevlm_recycle(dropped: torch.Tensor, scores: torch.Tensor, tiebreak_nois
     top = scores.topk(n_recycled, dim=1).indices  # descending score, as torch.topk in the code
     picked = torch.gather(dropped, 1, top.unsqueeze(-1).expand(-1, -1, dropped.shape[2]))
     return cluster_merge(picked, int(n_recycled / 10) + 1, tiebreak_noise, generator)
-
-
-def recycle_size(n_dropped: int) -> int:
-    """How many of `n_dropped` dropped tokens SparseVLM recycles: the top 30%, plus one."""
-    return min(n_dropped, int(n_dropped * 0.3) + 1)
-
-
-def recycled_count(n_dropped: int) -> int:
-    """How many merged tokens `sparsevlm_recycle` makes from `n_dropped` dropped tokens."""
-    return int(recycle_size(n_dropped) / 10) + 1 if n_dropped else 0
 
 
 def cluster_merge(x: torch.Tensor, k: int, tiebreak_noise: float = 1e-6,

@@ -27,8 +27,10 @@ setup(
         "tqdm",
         "einops",
     ],
+    # No "gpu" extra: inference needs neither flash-attn nor deepspeed, and flash-attn cannot
+    # build inside pip's isolated environment (it imports torch); the README installs it as a
+    # step of its own with --no-build-isolation.
     extras_require={
-        "gpu": ["flash-attn>=2.5", "deepspeed"],
         "test": ["pytest", "scikit-image", "matplotlib"],
         "viz": ["matplotlib"],
     },

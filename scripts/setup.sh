@@ -10,12 +10,20 @@ fi
 stamp=.venv/.llava_star_setup
 want=$(cat setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing into .venv (CPU torch, transformers 4.37.2, llava-torch without its pins) ..." >&2
   . .venv/bin/activate
-  python -m pip install -q --upgrade pip >/dev/null
+  # -qq: errors only (pip's warnings about this machine's index folders are not ours to fix).
+  pip_install() { python -m pip install -qq --disable-pip-version-check "$@"; }
+  pip_install --upgrade pip
   # A CPU torch first, so nothing below pulls a multi-GB CUDA build.
-  python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-  # llava-torch pins torch 2.0.1 / gradio / bitsandbytes / timm: take the code only.
-  python -m pip install -q --no-deps "llava-torch==1.2.2.post1"
-  python -m pip install -q -e ".[test]"
+  python -c "import torch" 2>/dev/null || pip_install "torch==${TORCH_VERSION:-2.13.0}"
+  # (re-run after a change: take llava-torch out first, so pip has no pins to warn about)
+  python -m pip uninstall -qq -y llava-torch 2>/dev/null || true
+  pip_install -e ".[test]"
+  # Last and without dependencies: llava-torch pins torch 2.0.1 / transformers 4.36.2 /
+  # gradio / bitsandbytes, none of which inference needs. Installed before the others, every
+  # later install would print pip's red "dependency resolver" block about those pins.
+  pip_install --no-deps "llava-torch==1.2.2.post1"
   echo "$want" > "$stamp"
+  echo "setup: done" >&2
 fi

@@ -495,3 +495,17 @@ def test_next_unpruned_counts_match_the_engines(tiny_dir, qdir, tmp_path):
         assert none["visual_tokens"] == star["visual_tokens"] == none["final_kept"] > 576
         assert none["t_eq"] > none["visual_tokens"]  # one newline per row of the unpadded grid
         assert star["final_kept"] == 58
+
+
+def test_next_budget_that_cannot_be_met_exactly_is_noted_once(tiny_dir, qdir, tmp_path, capsys):
+    """FasterVLM --budget 58 on a multi-crop image keeps ceil(58 / crops) per crop: the runner
+    says so once (issue 14, item 5); STAR's decoder stage keeps exactly 58 and says nothing."""
+    model = tiny_dir("llava-next")
+    for method, noted in ((["--method", "fastervlm", "--budget", "58"], True),
+                          (["--method", "star", "--budget", "58"], False)):
+        out = tmp_path / f"{method[1]}.jsonl"
+        assert model_vqa_loader.main([str(a) for a in base_args(model, qdir, out, *method)]) == 0
+        err = capsys.readouterr().err
+        kept = [r["metadata"]["final_kept"] for r in read_jsonl(out)]
+        assert (err.count("note: --budget 58 keeps") == 1) == noted, err[-500:]
+        assert noted == any(k != 58 for k in kept)

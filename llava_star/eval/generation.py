@@ -4,6 +4,7 @@ pruning did (`metadata`)."""
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
@@ -207,3 +208,29 @@ def answer_group(model, tokenizer, prepared: Sequence[Prepared], args, gen_kwarg
         if CONTEXT_ERROR not in str(e) or len(prepared) == 1:
             raise
     return [r for p in prepared for r in answer_group(model, tokenizer, [p], args, gen_kwargs)]
+
+
+class BudgetNote:
+    """Says once per run when a question keeps another number of visual tokens than --budget
+    asked for, instead of swapping budgets without a word (LLaVA-NeXT: a whole-image budget
+    is spread over the image's crops, rounded up per crop)."""
+
+    def __init__(self, args, prog: str):
+        from llava_star.methods import get
+
+        fixed = args.method == "none" or args.budget is None or get(args.method).budgets is not None
+        self.budget, self.prog, self.said = (None if fixed else args.budget), prog, False
+
+    def check(self, model, prepared: Sequence[Prepared]) -> None:
+        if self.said or self.budget is None:
+            return
+        for p, r in zip(prepared, getattr(model, "star_record", None) or []):
+            if p.item.image is None:
+                continue
+            kept = int(r.final_kept.numel()) + sum(r.merged)  # grid cells + merged tokens; no newline rows
+            if kept != self.budget:
+                print(f"{self.prog}: note: --budget {self.budget} keeps {kept} visual tokens on question "
+                      f"{p.item.qid!r} (on LLaVA-NeXT an image's budget is spread over its crops, rounded "
+                      f"up per crop; the answers file records each question's count); said once", file=sys.stderr)
+                self.said = True
+                return

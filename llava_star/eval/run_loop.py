@@ -87,10 +87,11 @@ def _answer(args, pending, folder, model_name, writer, skips, gen_kwargs, prog, 
     def load(batch):
         return [prepare_item(it, folder, processor, model.config) for it in batch]
 
+    note = generation.BudgetNote(args, prog)
     bar = tqdm(total=total, initial=total - len(pending), desc=prog.split(".")[-1], unit="q", dynamic_ncols=True)
     try:
         for prepared in _prefetch(_batches(pending, args.batch_size), load, args.num_workers):
-            _answer_batch(args, prepared, model, tokenizer, kwargs, model_name, writer, skips)
+            _answer_batch(args, prepared, model, tokenizer, kwargs, model_name, writer, skips, note)
             bar.update(len(prepared))
     finally:
         bar.close()
@@ -103,7 +104,8 @@ def _skip_or_stop(args, skips: SkipLog, item: Item, reason: str) -> None:
     skips.add(item, reason)
 
 
-def _answer_batch(args, prepared: List[Prepared], model, tokenizer, kwargs, model_name, writer, skips) -> None:
+def _answer_batch(args, prepared: List[Prepared], model, tokenizer, kwargs, model_name, writer, skips,
+                  note: "generation.BudgetNote") -> None:
     import shortuuid
 
     good = []
@@ -117,6 +119,7 @@ def _answer_batch(args, prepared: List[Prepared], model, tokenizer, kwargs, mode
     for group in ([p for p in good if p.item.image is not None], [p for p in good if p.item.image is None]):
         if group:
             results.update(zip(map(id, group), generation.answer_group(model, tokenizer, group, args, kwargs)))
+            note.check(model, group)
     for p in good:
         result = results[id(p)]
         if isinstance(result, PromptTooLong):

@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model-base", default=None)
     run = p.add_argument_group("run")
     run.add_argument("--methods", default="star,fastv,fastervlm",
-                     help="comma-separated methods of star,fastv,fastervlm,sparsevlm,pdrop,random (default: %(default)s)")
+                     help=f"comma-separated methods of {','.join(METHODS[1:])} (default: %(default)s)")
     run.add_argument("--budgets", default="115,58,29", help="comma-separated remaining-token budgets (default: %(default)s)")
     run.add_argument("--no-stock", action="store_true", help="skip the stock-llava row")
     run.add_argument("--no-none", action="store_true", help="skip the pruning-disabled row")

@@ -88,22 +88,22 @@ class LlamaLayers:
         return self.lm.layers[i](h, attention_mask=mask, position_ids=q_pos, past_key_value=cache, use_cache=True)[0]
 
     def queries(self, i, h_rows, row_pos):
-        layer = self.lm.layers[i]
-        attn = layer.self_attn
-        x = layer.input_layernorm(h_rows)
-        bsz, q_len, _ = x.shape
-        q = attn.q_proj(x).view(bsz, q_len, attn.num_heads, attn.head_dim).transpose(1, 2)
-        cos, sin = attn.rotary_emb(q, seq_len=int(row_pos.max()) + 1)
-        return _rotate(q, cos, sin, row_pos)
+        attn = self.lm.layers[i].self_attn
+        return self._projected(i, h_rows, row_pos, attn.q_proj, attn.num_heads)
 
     def keys(self, i, h, pos):
+        attn = self.lm.layers[i].self_attn
+        return self._projected(i, h, pos, attn.k_proj, attn.num_key_value_heads)
+
+    def _projected(self, i, h, pos, proj, heads):
+        """Layer i's normed input through q_proj or k_proj, per head, with rotary at `pos`."""
         layer = self.lm.layers[i]
         attn = layer.self_attn
         x = layer.input_layernorm(h)
-        bsz, t, _ = x.shape
-        k = attn.k_proj(x).view(bsz, t, attn.num_key_value_heads, attn.head_dim).transpose(1, 2)
-        cos, sin = attn.rotary_emb(k, seq_len=int(pos.max()) + 1)
-        return _rotate(k, cos, sin, pos)
+        bsz, n, _ = x.shape
+        y = proj(x).view(bsz, n, heads, attn.head_dim).transpose(1, 2)
+        cos, sin = attn.rotary_emb(y, seq_len=int(pos.max()) + 1)
+        return _rotate(y, cos, sin, pos)
 
     def cached_keys(self, i, cache):
         return cache.key_cache[i]

@@ -485,19 +485,29 @@ def canvas_for(model, tokenizer, image_processor, image, conv_mode: str = "vicun
                   layer, f"base {crop}x{crop} + {gw}x{gh} crops ({gw * crop}x{gh * crop}), {side}x{side} patches each")
 
 
-def _alive_cells(model, tokenizer, image_processor, image, conv_mode) -> np.ndarray:
+def merged_rows(model, tokenizer, image_processor, image, conv_mode="vicuna_v1") -> np.ndarray:
+    """The cell id of every row llava's merge gives `image` without pruning (-1: a NeXT
+    `image_newline` row), from llava's own merge (`hosts.llava.merged_layout`); a stock
+    run's visual tokens per layer are its length."""
     import torch
     from llava.mm_utils import process_images
 
     from .hosts.llava import merged_layout
     from .prompting import prompt_input_ids
 
+    if not _is_anyres(model.config):
+        tower = model.get_vision_tower()
+        return np.arange(tower.num_patches)
     ids = prompt_input_ids(tokenizer, "?", conv_mode, model.config).to(model.device)
     pixels = process_images([image], image_processor, model.config).to(model.device, model.dtype)
     with torch.inference_mode():
         (layout,) = merged_layout(model, ids, None, pixels, [image.size])
-    layout = _ids(layout)
-    return np.sort(layout[layout >= 0])
+    return _ids(layout)
+
+
+def _alive_cells(model, tokenizer, image_processor, image, conv_mode) -> np.ndarray:
+    rows = merged_rows(model, tokenizer, image_processor, image, conv_mode)
+    return np.sort(rows[rows >= 0])
 
 
 def _record_catcher():

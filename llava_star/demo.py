@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .cli import add_method_args, method_from_args
+from .prompting import conv_mode_for  # light: no torch, no llava
 
 DEFAULT_CKPT = Path(os.environ.get("LLAVA_STAR_HOME", Path.home() / ".cache" / "llava_star")) / "llava-v1.5-tiny"
 DEFAULT_FIGURE = "llava_star_demo.png"
@@ -135,7 +136,6 @@ def main(argv=None):
     from . import visualize
     from .hosts.llava import apply_star, resolve_plan
     from .loader import load_pretrained_model
-    from .prompting import conv_mode_for
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = args.model_path

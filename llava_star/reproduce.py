@@ -269,7 +269,7 @@ def write_outputs(out_dir: Path, model: str, results: List[dict], benchmarks, pa
                 cell_t = "" if ours is None or ours.get("t_eq") is None else round(ours["t_eq"], 2)
                 csv_cells += ["" if score is None else round(score, 4), "" if pub is None else pub, count, cell_t]
             name = "LLaVA (none)" if method == "none" else method
-            md.append(f"| {name} | {tokens} | {t_md} | {'-' if tflops is None else f'{tflops:.2f}'} | "
+            md.append(f"| {name} | {tokens} | {t_md} | {'-' if tflops is None else f'{tflops:.3g}'} | "
                       + " | ".join(md_cells) + " |")
             w.writerow([method, tokens, "" if t_eq is None else round(t_eq, 2),
                         "" if t_theory is None else round(t_theory, 2),
@@ -299,9 +299,10 @@ def _why_empty(bench: str, cells: List[dict], x_key: str) -> str:
         return f"{HEADLINE[bench][0]} is scored by its official server:\nno local score to draw"
     partial = sum(c["partial"] for c in cells)
     if partial == len(cells):
-        return f"no score to draw: all {partial} cells are partial\n(answered < total; rerun without --limit)"
+        return (f"no score to draw:\nall {partial} cells are partial (answered < total:\n"
+                "a --limit run or a partial question file)")
     if all(c.get(x_key) is None for c in cells if c["score"] is not None):
-        return ("TFLOPs need the model's geometry:\npass --geometry (e.g. llava-v1.5-7b)" if x_key == "tflops"
+        return ("FLOPs need the model's geometry:\npass --geometry (e.g. llava-v1.5-7b)" if x_key == "x_flops"
                 else "no t_eq recorded in the answers files")
     return "no scored cells"
 
@@ -358,9 +359,13 @@ def plot(path: Path, results: List[dict], benchmarks, geometry_note: str = "", t
     gs = fig.add_gridspec(2, n, left=0.9 / (4.3 * n + 1.9), right=1 - 1.9 / (4.3 * n + 1.9),
                           top=0.9, bottom=0.12, wspace=0.32, hspace=0.55)
     labels = {}
+    # tiny test checkpoints need GFLOPs: a few TFLOPs x 1e-3 would read 0.00
+    flops_seen = [r["tflops"] for r in results if r.get("tflops") is not None]
+    scale, unit = (1e3, "GFLOPs") if flops_seen and max(flops_seen) < 0.1 else (1.0, "TFLOPs")
+    results = [dict(r, x_flops=None if r.get("tflops") is None else r["tflops"] * scale) for r in results]
     measured = [r.get("t_eq") is not None for r in results if r.get("t_eq_plot") is not None]
     source = "measured" if all(measured) else ("theory" if not any(measured) else "measured, else theory")
-    for row, (key, xlabel) in enumerate((("tflops", f"prefill TFLOPs (theory, {text_tokens} text tokens)"),
+    for row, (key, xlabel) in enumerate((("x_flops", f"prefill {unit} (theory, {text_tokens} text tokens)"),
                                          ("t_eq_plot", f"t_eq: visual tokens per layer, averaged ({source})"))):
         for i, bench in enumerate(benchmarks):
             ax = fig.add_subplot(gs[row, i], label=f"{'tflops' if row == 0 else 'teq'}_{bench}")
@@ -371,7 +376,7 @@ def plot(path: Path, results: List[dict], benchmarks, geometry_note: str = "", t
                    title="method", title_fontsize=9)
     fig.suptitle("Score against compute: one line per method", fontsize=12)
     if geometry_note:
-        fig.text(0.5, 0.945, f"geometry for TFLOPs: {geometry_note}", ha="center", fontsize=8, color="0.35")
+        fig.text(0.5, 0.945, f"geometry for FLOPs: {geometry_note}", ha="center", fontsize=8, color="0.35")
     fig.savefig(path)
     return fig
 

@@ -159,13 +159,15 @@ def test_plot_is_score_against_tflops_and_t_eq_one_line_per_method(tmp_path):
     for b, metric in (("mme", "perception score"), ("pope", "F1")):
         assert "TFLOPs" in ax[f"tflops_{b}"].get_xlabel() and "t_eq" in ax[f"teq_{b}"].get_xlabel()
         assert metric in ax[f"tflops_{b}"].get_ylabel()
-        for row, key in (("tflops", "tflops"), ("teq", "t_eq_plot")):
+        for row, key in (("tflops", "tflops"), ("teq", "t_eq_plot")):  # x in TFLOPs (>= 0.1 here)
             lines = {l.get_label(): l for l in ax[f"{row}_{b}"].get_lines() if not l.get_label().startswith("_")}
             assert set(lines) == {"star", "fastv", "pdrop", "no pruning"}  # one line per method
             for m in ("star", "fastv", "pdrop"):
                 want = sorted((c[key], c["score"]) for c in _cells() if c["bench"] == b and c["method"] == m)
                 np.testing.assert_allclose(np.c_[lines[m].get_xdata(), lines[m].get_ydata()], np.array(want))
     assert ax["teq_mme"].get_xscale() == "log"
+    tiny = plot(tmp_path / "t.png", [dict(c, tflops=c["tflops"] / 1e4) for c in _cells()], ["mme"])
+    assert "GFLOPs" in {a.get_label(): a for a in tiny.axes}["tflops_mme"].get_xlabel()  # not "0.00 TFLOPs"
     # GQA: only the baseline has a score; the partial cells are left out and named under the axis
     gqa = ax["tflops_gqa"]
     assert [l.get_label() for l in gqa.get_lines() if not l.get_label().startswith("_")] == ["no pruning"]
@@ -200,7 +202,7 @@ def test_table_has_t_eq_and_tflops_and_marks_partial_cells(tmp_path):
     write_outputs(tmp_path, "llava-v1.5-7b", cells, ["mme", "gqa"], {}, "llava-v1.5-7b", 64)
     md = (tmp_path / "table.md").read_text()
     assert "| Method | Tokens | t_eq | TFLOPs | MME | GQA |" in md
-    assert "| star | 288 | 360.0 | 6.76 | 1499.7 | partial 4/9 |" in md  # t_eq: GQA's measured 360
+    assert "| star | 288 | 360.0 | 6.76 | 1499.7 | partial 4/9 |" in md  # TFLOPs to 3 significant digits  # t_eq: GQA's measured 360
     assert "| fastv | 58 | 101.5 | 4.16 | 1494.8 | partial 4/9 |" in md
     with open(tmp_path / "table.csv") as f:
         rows = list(csv.DictReader(f))

@@ -11,6 +11,7 @@ its answers are gibberish, its counts, kept cells and timings are real.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import time
@@ -71,11 +72,9 @@ def figure_target(args):
 
     if args.no_figure:
         return None
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         if args.figure is not None:
-            raise SystemExit("error: --figure needs matplotlib: pip install -e .[viz]") from None
+            raise SystemExit("error: --figure needs matplotlib: pip install -e .[viz]")
         print("no picture: matplotlib is not installed (pip install -e .[viz])")
         return None
     path = args.figure or DEFAULT_FIGURE

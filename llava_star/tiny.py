@@ -23,6 +23,10 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch loads when a checkpoint is built, so --help stays fast
+    import torch
 
 VARIANTS = ("llava-v1.5", "llava-next", "llava-mistral")
 
@@ -94,7 +98,7 @@ def train_tokenizer(out_dir: Path) -> None:
     tok.save_pretrained(out_dir)
 
 
-def _randomize(module: "torch.nn.Module", seed: int) -> None:  # noqa: F821
+def _randomize(module: "torch.nn.Module", seed: int) -> None:
     """Re-draw every parameter from one seeded generator, with a scale that keeps activations
     O(1) and attention peaky (HF's default std 0.02 gives near-uniform attention on a tiny
     model, which would make top-k selections near-ties)."""

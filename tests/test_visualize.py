@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("matplotlib")
 
 from llava_star import visualize as V  # noqa: E402
-from llava_star.visualize import (ABSENT, DIM, DPI, DROPPED, EARLIER, GONE, KEPT, PADDING,  # noqa: E402
+from llava_star.visualize import (ABSENT, DPI, DROPPED, EARLIER, GONE, KEPT, PADDING,  # noqa: E402
                                   main, model_view, overlay, paint, render, scores_to_grid)
 
 

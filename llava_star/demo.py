@@ -3,22 +3,25 @@
     python -m llava_star.demo                      # tiny offline checkpoint, a scikit-image photo
     python -m llava_star.demo --model-path liuhaotian/llava-v1.5-7b --image cat.jpg --device cuda
 
-Prints, per run: visual tokens after each stage, t_eq, prefill time and the answer.
+Prints, per run: visual tokens after each stage, t_eq, prefill time and the answer; writes a
+picture of what each run kept on the photo (llava_star.visualize's figure: one row per run,
+one column per pruning stage) and prints its path. The tiny checkpoint has random weights:
+its answers are gibberish, its counts, kept cells and timings are real.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import time
 from pathlib import Path
 
-import torch
-
 from .cli import add_method_args, method_from_args
-from .prompting import conv_mode_for
+from .prompting import conv_mode_for  # light: no torch, no llava
 
 DEFAULT_CKPT = Path(os.environ.get("LLAVA_STAR_HOME", Path.home() / ".cache" / "llava_star")) / "llava-v1.5-tiny"
+DEFAULT_FIGURE = "llava_star_demo.png"
 
 
 def load_image(path):
@@ -35,10 +38,12 @@ def load_image(path):
         from skimage import data
     except ImportError:
         raise SystemExit("error: no --image given and scikit-image (for its sample photo) is not installed")
-    return __import__("PIL.Image", fromlist=["Image"]).fromarray(data.astronaut()), "scikit-image astronaut"
+    return Image.fromarray(data.astronaut()), "scikit-image astronaut"
 
 
 def run(model, tokenizer, processor, image, question, conv_mode, max_new_tokens, repeats=5):
+    """(answer, median prefill seconds, the generate call's records or None for stock llava)."""
+    import torch
     from llava.mm_utils import process_images
 
     from .prompting import prompt_input_ids
@@ -61,7 +66,38 @@ def run(model, tokenizer, processor, image, question, conv_mode, max_new_tokens,
     return answer, statistics.median(times[1:]), getattr(model, "star_record", None)
 
 
-def main(argv=None):
+def figure_target(args):
+    """The PNG path to write, or None (with the reason printed) when there is none to write."""
+    from . import visualize
+
+    if args.no_figure:
+        return None
+    if importlib.util.find_spec("matplotlib") is None:
+        if args.figure is not None:
+            raise SystemExit("error: --figure needs matplotlib: pip install -e .[viz]")
+        print("no picture: matplotlib is not installed (pip install -e .[viz])")
+        return None
+    path = args.figure or DEFAULT_FIGURE
+    visualize.check_out(path, "--figure")
+    return path
+
+
+def write_figure(path, model, tokenizer, processor, image, question, conv_mode, runs, note):
+    import matplotlib
+    matplotlib.use("Agg")
+
+    from . import visualize
+
+    canvas = visualize.canvas_for(model, tokenizer, processor, image, conv_mode)
+    fig = visualize.figure(canvas, runs, question, note)
+    try:
+        fig.savefig(path, dpi=visualize.DPI)
+    except OSError as err:
+        raise SystemExit(f"error: --figure {path}: cannot write it ({err})") from None
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava_star.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", default=None,
@@ -72,20 +108,35 @@ def main(argv=None):
     parser.add_argument("--conv-mode", default=None,
                         help="conversation template (default: from the model name, as llava's run_llava: "
                              "mistral_instruct for Mistral, chatml_direct for v1.6-34b, else vicuna_v1)")
-    parser.add_argument("--max_new_tokens", type=int, default=16)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=16)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--figure", default=None, metavar="PNG",
+                        help=f"where to write the picture of what each run kept (default: {DEFAULT_FIGURE})")
+    parser.add_argument("--no-figure", action="store_true", help="write no picture")
     add_method_args(parser)
     parser.set_defaults(method="star")  # the demo compares a method with the baseline: STAR (keep 58)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.method == "none":
         parser.error("--method none: the demo always runs the baseline too; choose a pruning method")
     if args.method == "star" and args.budget is None and args.star_keep is None:
         args.budget = 58  # STAR's default keep, named so the output says star@58
+    if args.max_new_tokens < 1:
+        raise SystemExit(f"error: --max_new_tokens must be >= 1, got {args.max_new_tokens}")
     method = method_from_args(args)
+    figure_path = figure_target(args)
 
-    from .loader import load_pretrained_model
+    import torch
+
+    from . import visualize
     from .hosts.llava import apply_star, resolve_plan
+    from .loader import load_pretrained_model
 
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = args.model_path
     if path is None:
         path = str(DEFAULT_CKPT)
@@ -95,7 +146,7 @@ def main(argv=None):
             build(path, force=True)
     image, image_name = load_image(args.image)
     try:
-        tokenizer, model, processor, _ = load_pretrained_model(path, args.model_base, None, device=args.device)
+        tokenizer, model, processor, _ = load_pretrained_model(path, args.model_base, None, device=device)
     except (OSError, ValueError, NotImplementedError) as err:
         msg = str(err) if "--model-path" in str(err) else f"cannot load --model-path {path}: {err}"
         raise SystemExit(f"error: {msg}") from None
@@ -105,23 +156,31 @@ def main(argv=None):
         raise SystemExit(f"error: {err}") from None
     if args.conv_mode is None:
         args.conv_mode = conv_mode_for(path)
-    print(f"model: {path}\nimage: {image_name} {image.size}\nquestion: {args.question}\n")
-    rows = []
-    answer, t, _ = run(model, tokenizer, processor, image, args.question, args.conv_mode, args.max_new_tokens)
-    baseline = (answer, t)
+    note = visualize.tiny_note(path)
+    print(f"model: {path}\nimage: {image_name} {image.size}\nquestion: {args.question}")
+    if note:
+        print(f"note: {note}")
+    print()
+    base_answer, base_t, _ = run(model, tokenizer, processor, image, args.question, args.conv_mode,
+                                 args.max_new_tokens)
     apply_star(model, method)
     answer, t, rec = run(model, tokenizer, processor, image, args.question, args.conv_mode, args.max_new_tokens)
     r = rec[0]
     n = r.num_patches  # the image's patch tokens before pruning (more than 576 on LLaVA-NeXT)
-    rows.append(("baseline (stock llava)", n, f"{n} -> {n}", f"{float(n):.1f}", baseline[1], baseline[0]))
-    label = f"{method.name}" + (f"@{method.budget}" if method.budget else "")
-    rows.append((label, r.num_patches, f"{r.stage1_kept.numel()} -> {r.stage2_kept.numel()}",
-                 f"{r.t_eq:.1f}", t, answer))
+    label = visualize.method_label(method)
+    # stock llava: every layer sees every row llava's merge gives the image (NeXT: + newline rows)
+    span = visualize.merged_rows(model, tokenizer, processor, image, args.conv_mode).size
+    rows = [("baseline (stock llava)", n, f"{n} -> {n}", f"{float(span):.1f}", base_t, base_answer),
+            (label, n, f"{r.stage1_kept.numel()} -> {r.final_kept.numel()}", f"{r.t_eq:.1f}", t, answer)]
     print(f"{'run':<24} {'patches':>7} {'stage1 -> final':>16} {'t_eq':>6} {'prefill':>9}  answer")
-    for name, patches, kept, teq, t, ans in rows:
-        print(f"{name:<24} {patches!s:>7} {kept:>16} {teq:>6} {t * 1000:>7.1f}ms  {ans!r}")
-    if rec:
-        print(f"\nvisual tokens per decoder layer ({method.name}): {r.tokens_per_layer}")
+    for name, patches, kept, teq, secs, ans in rows:
+        print(f"{name:<24} {patches!s:>7} {kept:>16} {teq:>6} {secs * 1000:>7.1f}ms  {ans!r}")
+    print(f"\nvisual tokens per decoder layer ({method.name}): {r.tokens_per_layer}")
+    if figure_path is not None:
+        runs = [visualize.Run("baseline", None, None, base_answer, n),
+                visualize.Run(label, model.star_plan, r, answer)]
+        write_figure(figure_path, model, tokenizer, processor, image, args.question, args.conv_mode, runs, note)
+        print(f"picture of what each run kept: {os.path.abspath(figure_path)}")
     return 0
 
 

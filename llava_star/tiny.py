@@ -23,8 +23,10 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads when a checkpoint is built, so --help stays fast
+    import torch
 
 VARIANTS = ("llava-v1.5", "llava-next", "llava-mistral")
 
@@ -96,10 +98,12 @@ def train_tokenizer(out_dir: Path) -> None:
     tok.save_pretrained(out_dir)
 
 
-def _randomize(module: torch.nn.Module, seed: int) -> None:
+def _randomize(module: "torch.nn.Module", seed: int) -> None:
     """Re-draw every parameter from one seeded generator, with a scale that keeps activations
     O(1) and attention peaky (HF's default std 0.02 gives near-uniform attention on a tiny
     model, which would make top-k selections near-ties)."""
+    import torch  # here, not at the top: `python -m llava_star.tiny --help` stays fast
+
     gen = torch.Generator().manual_seed(seed)
     for name, p in sorted(module.named_parameters(), key=lambda kv: kv[0]):
         with torch.no_grad():
@@ -188,6 +192,8 @@ def build(out_dir: str | os.PathLike, variant: str = "llava-v1.5", seed: int = 0
         from llava.model.language_model.llava_mistral import LlavaMistralForCausalLM as cls
     else:
         from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM as cls
+    import torch
+
     torch.manual_seed(seed)
     model = cls(config)
     _randomize(model, seed + 1)

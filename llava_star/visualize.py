@@ -3,21 +3,26 @@
     python -m llava_star.visualize --image cat.jpg --question "What is the cat doing?" --out fig.png
     python -m llava_star.visualize --model-path checkpoints/llava-v1.5-7b --image cat.jpg \\
         --question "..." --method star --budget 58 --device cuda --out fig.png
+    python -m llava_star.visualize --image cat.jpg --compare star,fastv,pdrop,sparsevlm@64 --budget 58
 
-One figure (matplotlib, Agg): the input image as the model saw it (LLaVA-1.5 pads it to a
-square with the processor's mean colour and resizes it to 336 px, so the 24x24 patch grid
-covers the padded square); the patches the vision stage kept and the final (last decoder
-stage) kept patches, dropped cells dimmed toward black; the two stages' score heat maps
-(decoder scores drawn in the cells of the tokens that stage scored, blank elsewhere); the
-generated answer and the counts (stage-1 kept, final kept, t_eq) as the title.
+One figure (matplotlib, Agg): one row per method run, one column per pruning stage (the
+vision stage, when any run has one, then decoder stage 1, 2, ...); a run draws only the
+stages it has. Each stage panel is the image as the model saw it with that stage's scores
+blended over the cells it ranked (colour bar below, labelled with the score and the layer
+it comes from) and its choice shown on the cells: bright = kept, dimmed = dropped by this
+stage, near black = dropped by an earlier stage, light grey = padding that llava's unpad
+removed before the LLM (LLaVA-NeXT). Panel titles say the stage, its layer and the kept
+count; the left column gives each run's final kept count, t_eq and answer.
 
-Without a vision stage every patch counts as kept at stage 1; without decoder stages the
-final panel repeats stage 1. With several decoder stages (PDrop, SparseVLM) the stage-2
-heat map shows the last stage's scores. LLaVA-NeXT (anyres) checkpoints get one column per crop.
+LLaVA-1.5 pads the image to a square with the processor's mean colour and resizes it to
+336 px (the 24x24 patch grid covers the padded square). LLaVA-NeXT (anyres) panels show the
+base image and, beside it, the grid crops tiled back into the picture they were cut from.
 
-Python: `render(model, tokenizer, image_processor, image, question)` returns the Figure
-(the model loaded with `load_pretrained_model(..., star=...)`); `overlay(array, kept)` is
-the pure dimming helper it uses.
+`--compare A,B,...` runs several methods on one model and one image (a name, or name@budget;
+`none` for the unpruned model; the others take --budget and --budget-unit); per-method flags
+go with --method. Python: `render(model, tokenizer, image_processor, image, question)` returns
+the Figure of the loaded model's method, `compare(...)` the side-by-side, `figure(canvas, runs)`
+draws records you already have (llava_star.demo uses it).
 """
 from __future__ import annotations
 
@@ -27,16 +32,28 @@ import os
 import re
 import sys
 import textwrap
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
 
-FIGSIZE = (12.0, 8.5)  # inches
-DPI = 100              # so a saved figure is 1200 x 850 px
-DIM = 0.7
+DPI = 100
+DIM = 0.7             # dropped cells keep 30% of their brightness
+ALPHA = 0.45          # score colours blended over the image
+EARLIER = 0.15        # cells dropped by an earlier stage: greyscale at this brightness
+ABSENT = 0.88         # cells llava never passed to the LLM (NeXT unpad padding): flat grey
+CMAP = "viridis"
 DEFAULT_OUT = "llava_star_viz.png"
+KEPT, DROPPED, GONE, PADDING = 0, 1, 2, 3  # a cell's state in one stage panel
+
+VISION_SCORE = {"attention_received": "attention received", "cls_attention": "CLS attention"}
+DECODER_SCORE = {"text_mean": "attention from the text after the image",
+                 "last_token": "attention from the last token",
+                 "raters": "attention from the rater text tokens",
+                 "embedding_raters": "attention from SparseVLM's raters"}
 
 
+# ----------------------------------------------------------------------- pure helpers
 def overlay(image_array: np.ndarray, kept_indices, grid: int = 24, dim: float = DIM) -> np.ndarray:
     """Dim the grid cells not in `kept_indices` toward black by `dim` (0 = unchanged, 1 = black).
 
@@ -58,17 +75,21 @@ def overlay(image_array: np.ndarray, kept_indices, grid: int = 24, dim: float = 
         raise ValueError(f"kept indices must lie in 0..{grid * grid - 1}")
     cell_kept = np.zeros(grid * grid, dtype=bool)
     cell_kept[kept] = True
-    rows = np.round(np.arange(grid + 1) * h / grid).astype(int)
-    cols = np.round(np.arange(grid + 1) * w / grid).astype(int)
-    row_of = np.repeat(np.arange(grid), np.diff(rows))
-    col_of = np.repeat(np.arange(grid), np.diff(cols))
-    pixel_kept = cell_kept.reshape(grid, grid)[row_of[:, None], col_of[None, :]]  # [H, W]
+    pixel_kept = _per_pixel(cell_kept[np.arange(grid * grid).reshape(grid, grid)], h, w)
     if img.ndim == 3:
         pixel_kept = pixel_kept[:, :, None]
     dimmed = img.astype(np.float64) * (1.0 - dim)
     if np.issubdtype(img.dtype, np.integer):
         dimmed = np.round(dimmed)
     return np.where(pixel_kept, img, dimmed.astype(img.dtype))
+
+
+def _per_pixel(cell_values: np.ndarray, h: int, w: int) -> np.ndarray:
+    """[gh, gw] per-cell values spread over an [h, w] image (cell edges at round(k * h / gh))."""
+    gh, gw = cell_values.shape
+    row_of = np.repeat(np.arange(gh), np.diff(np.round(np.arange(gh + 1) * h / gh).astype(int)))
+    col_of = np.repeat(np.arange(gw), np.diff(np.round(np.arange(gw + 1) * w / gw).astype(int)))
+    return cell_values[row_of[:, None], col_of[None, :]]
 
 
 def scores_to_grid(scores, indices, grid: int = 24) -> np.ndarray:
@@ -85,21 +106,27 @@ def scores_to_grid(scores, indices, grid: int = 24) -> np.ndarray:
     return out.reshape(grid, grid)
 
 
-def model_view(image, image_processor, model_config=None) -> np.ndarray:
-    """The image as the model saw it, [S, S, 3] uint8: llava's `process_images` without the
-    normalisation (pad to a square with the processor's mean colour when the checkpoint says
-    `image_aspect_ratio: pad`, then the processor's own resize / centre crop)."""
-    from llava.mm_utils import expand2square
-
-    image = image.convert("RGB")
-    if getattr(model_config, "image_aspect_ratio", None) == "pad":
-        image = expand2square(image, tuple(int(x * 255) for x in image_processor.image_mean))
-    pixels = image_processor.preprocess(image, do_rescale=False, do_normalize=False,
-                                        return_tensors="np")["pixel_values"][0]
-    pixels = np.asarray(pixels)
-    if pixels.shape[0] in (1, 3) and pixels.shape[-1] not in (1, 3):
-        pixels = pixels.transpose(1, 2, 0)
-    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+def paint(image: np.ndarray, cells: np.ndarray, state: np.ndarray, colours: Optional[np.ndarray] = None,
+          alpha: float = ALPHA, dim: float = DIM) -> np.ndarray:
+    """One tile of a stage panel, [H, W, 3] uint8. `cells` [gh, gw] holds the global cell id
+    drawn at each grid position of `image`; `state[id]` is KEPT, DROPPED, GONE or PADDING;
+    `colours[id]` an RGB in [0, 1] (NaN: no score). Kept: `(1 - alpha) * pixel + alpha * colour`
+    (the pixel where there is no colour); dropped: the same times `1 - dim`; gone: the pixel's
+    grey level times EARLIER; padding: flat ABSENT grey."""
+    img = np.asarray(image, dtype=np.float64) / 255.0
+    h, w = img.shape[:2]
+    st = _per_pixel(np.asarray(state)[cells], h, w)
+    out = img.copy()
+    if colours is not None:
+        col = _per_pixel(np.arange(cells.size).reshape(cells.shape), h, w)
+        rgb = np.asarray(colours, dtype=np.float64)[cells.reshape(-1)][col]  # [H, W, 3]
+        has = np.isfinite(rgb).all(axis=-1, keepdims=True)
+        out = np.where(has, (1 - alpha) * img + alpha * np.nan_to_num(rgb), img)
+    grey = img @ np.array([0.299, 0.587, 0.114])
+    out = np.where((st == DROPPED)[..., None], out * (1 - dim), out)
+    out = np.where((st == GONE)[..., None], (grey * EARLIER)[..., None], out)
+    out = np.where((st == PADDING)[..., None], ABSENT, out)
+    return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
 def _np(x) -> np.ndarray:
@@ -108,25 +135,8 @@ def _np(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _is_anyres(model_config) -> bool:
-    return str(getattr(model_config, "image_aspect_ratio", None) or "").startswith("anyres")
-
-
-def _generate(model, tokenizer, image_processor, image, question, conv_mode, max_new_tokens):
-    import torch
-    from llava.mm_utils import process_images
-
-    from .prompting import prompt_input_ids
-
-    ids = prompt_input_ids(tokenizer, question, conv_mode, model.config).to(model.device)
-    pixels = process_images([image], image_processor, model.config).to(model.device, model.dtype)
-    model.star_record = None
-    with torch.inference_mode():
-        out = model.generate(ids, images=pixels, image_sizes=[image.size], do_sample=False, num_beams=1,
-                             max_new_tokens=max_new_tokens, use_cache=True)
-    answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
-    record = model.star_record[0] if model.star_record else None
-    return answer, record
+def _ids(x) -> np.ndarray:
+    return _np(x).astype(np.int64).reshape(-1)
 
 
 def _printable(text) -> str:
@@ -146,126 +156,285 @@ def _per_layer(counts: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
-def render(model, tokenizer, image_processor, image, question, conv_mode="vicuna_v1", max_new_tokens=16,
-           *, dim: float = DIM):
-    """Generate an answer and return a matplotlib Figure of what the pruning kept (see the module
-    docstring). `model` comes from `llava_star.load_pretrained_model(..., star=...)` (use
-    `MethodConfig.from_name("none")` for stock llava); `image` is a PIL image. Panels, in
-    `fig.axes` order and labelled by `Axes.get_label()`: "image", "stage1", "stage2",
-    "stage1_scores", "stage2_scores", "info" (plus the two heat maps' colour bars)."""
+# ------------------------------------------------------------------ what gets drawn
+@dataclass
+class Tile:
+    """Part of the picture: an image and the global cell id at each of its grid positions,
+    drawn at `extent` (left, right, bottom, top) in the panel's data coordinates."""
+    image: np.ndarray
+    cells: np.ndarray
+    extent: tuple
+
+
+@dataclass
+class Canvas:
+    """The picture every panel of one image is drawn on. `alive`: the cell ids that reach the
+    LLM without pruning (all of them on LLaVA-1.5; NeXT's unpad removes padding cells);
+    `total`: every cell id (crops x patches)."""
+    tiles: List[Tile]
+    alive: np.ndarray
+    total: int
+    vision_layer: int = -2
+    description: str = ""
+
+    @property
+    def size(self):
+        return max(t.extent[1] for t in self.tiles), max(t.extent[2] for t in self.tiles)
+
+
+@dataclass
+class Run:
+    """One method's pass over the image: its plan (None for stock llava), its PruneRecord
+    (None for stock llava), the answer and a row label."""
+    label: str
+    plan: object = None
+    record: object = None
+    answer: str = ""
+    visual_tokens: Optional[int] = None  # unpruned visual tokens (stock runs have no record)
+
+
+@dataclass
+class StagePanel:
+    """One stage of one run: the cells it ranked (`candidates`, aligned with `scores`, None
+    for the random control), the cells it kept, and the words for its titles."""
+    column: str       # "vision" or "decoder <i>"
+    title: str
+    candidates: np.ndarray
+    kept: np.ndarray
+    scores: Optional[np.ndarray]
+    score_label: Optional[str]
+    merged: int = 0
+
+
+def stages(plan, record, canvas: Canvas) -> List[StagePanel]:
+    """The panels of one run, from the plan and the record alone: a vision stage ranks every
+    cell (its scores by cell id) and keeps record.stage1_kept; decoder stage i ranks
+    stage1_kept (i = 0) or decoder_kept[i - 1], scores aligned with them, and keeps
+    decoder_kept[i]. Stages the plan lacks get no panel."""
+    if plan is None or record is None:
+        return []
+    out = []
+    merged = list(record.merged)
+    if plan.vision is not None:
+        scores = None if record.stage1_scores is None else _np(record.stage1_scores).reshape(-1)
+        cand = np.arange(canvas.total)
+        if scores is not None and scores.size != cand.size:
+            raise ValueError(f"the record's vision scores cover {scores.size} cells, the image has {cand.size}")
+        label = VISION_SCORE.get(plan.vision.score)
+        out.append(StagePanel("vision", f"vision stage (CLIP layer {canvas.vision_layer})", cand,
+                              _ids(record.stage1_kept), scores if label else None,
+                              f"{label}, CLIP layer {canvas.vision_layer}" if label else None,
+                              merged.pop(0) if merged else 0))
+    before = _ids(record.stage1_kept)
+    for i, st in enumerate(plan.decoder):
+        kept = _ids(record.decoder_kept[i])
+        scores = _np(record.stage2_scores[i]).astype(np.float64).reshape(-1) if i < len(record.stage2_scores) else None
+        if scores is not None and scores.size != before.size:
+            raise ValueError(f"decoder stage {i + 1}: {scores.size} scores for {before.size} ranked cells")
+        label = DECODER_SCORE.get(st.score)
+        layer = st.layer - 1 if st.ranks == "previous" else st.layer
+        out.append(StagePanel(f"decoder {i}", f"decoder stage {i + 1} (from layer {st.layer})", before, kept,
+                              scores if label else None, f"{label}, layer {layer}" if label else None,
+                              merged[i] if i < len(merged) else 0))
+        before = kept
+    return out
+
+
+def _colours(panel: StagePanel, canvas: Canvas, cmap):
+    """(RGB per cell id, NaN where unscored; the norm; whether the top end is clipped)."""
+    from matplotlib.colors import Normalize
+
+    if panel.scores is None:
+        return None, None, False
+    alive = np.zeros(canvas.total, dtype=bool)
+    alive[canvas.alive] = True
+    shown = np.isfinite(panel.scores) & alive[panel.candidates]
+    if not shown.any():
+        return None, None, False
+    vals = panel.scores[shown]
+    # the 99th percentile: a few outliers (sink tokens) would wash the rest into one colour
+    vmin, vmax = float(vals.min()), float(np.percentile(vals, 99))
+    if vmax <= vmin:
+        vmax = vmin + max(abs(vmin), 1.0) * 1e-6
+    norm = Normalize(vmin, vmax, clip=True)
+    rgb = np.full((canvas.total, 3), np.nan)
+    rgb[panel.candidates[shown]] = cmap(norm(vals))[:, :3]
+    return rgb, norm, bool(vals.max() > vmax)
+
+
+def _state(panel: Optional[StagePanel], canvas: Canvas) -> np.ndarray:
+    state = np.full(canvas.total, GONE)
+    if panel is None:  # stock llava: every cell that reaches the LLM is kept
+        state[canvas.alive] = KEPT
+    else:
+        state[panel.candidates] = DROPPED
+        state[panel.kept] = KEPT
+    alive = np.zeros(canvas.total, dtype=bool)
+    alive[canvas.alive] = True
+    state[~alive] = PADDING
+    return state
+
+
+def _outline(ax, tile: Tile, kept: np.ndarray):
+    """Thin white edges between kept and other cells, so kept cells read at a glance."""
+    from matplotlib.collections import LineCollection
+
+    k = kept[tile.cells]
+    gh, gw = k.shape
+    x0, x1, y1, y0 = tile.extent  # imshow extent: left, right, bottom, top
+    cw, ch = (x1 - x0) / gw, (y1 - y0) / gh
+    pad = np.pad(k, 1)
+    segs = []
+    rr, cc = np.nonzero(pad[1:, 1:-1] != pad[:-1, 1:-1])  # horizontal edge above row rr
+    segs += [((x0 + c * cw, y0 + r * ch), (x0 + (c + 1) * cw, y0 + r * ch)) for r, c in zip(rr, cc)]
+    rr, cc = np.nonzero(pad[1:-1, 1:] != pad[1:-1, :-1])  # vertical edge left of column cc
+    segs += [((x0 + c * cw, y0 + r * ch), (x0 + c * cw, y0 + (r + 1) * ch)) for r, c in zip(rr, cc)]
+    if segs:
+        ax.add_collection(LineCollection(segs, colors="white", linewidths=0.6, alpha=0.9))
+
+
+def _draw_tiles(ax, canvas: Canvas, state=None, colours=None, outline: bool = True):
+    for tile in canvas.tiles:
+        img = tile.image if state is None else paint(tile.image, tile.cells, state, colours)
+        ax.imshow(img, extent=tile.extent, interpolation="nearest")
+        if state is not None and outline:
+            _outline(ax, tile, state == KEPT)
+    w, h = canvas.size
+    ax.set_xlim(0, w), ax.set_ylim(h, 0)
+    ax.set_aspect("equal")
+    ax.set_xticks([]), ax.set_yticks([])
+
+
+def _column_names(runs_stages) -> List[str]:
+    has_vision = any(p.column == "vision" for ps in runs_stages for p in ps)
+    depth = max([sum(p.column != "vision" for p in ps) for ps in runs_stages] + [0])
+    cols = (["vision"] if has_vision else []) + [f"decoder {i}" for i in range(depth)]
+    return cols or ["input"]
+
+
+def figure(canvas: Canvas, runs: Sequence[Run], question: str = "", note: Optional[str] = None,
+           outline: bool = True):
+    """The figure of `runs` on `canvas` (see the module docstring). Axes are labelled (in
+    `Axes.get_label()`): "input", "legend", "info<r>" and, per run r, "<column>_run<r>" for
+    each stage it has ("vision_run0", "decoder 0_run0", ...; "input_run<r>" for a run that
+    prunes nothing), plus "colorbar_<column>_run<r>" for each scored stage."""
     import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    if not hasattr(model, "star_plan"):
-        raise TypeError("render needs a llava_star model: load it with llava_star.load_pretrained_model("
-                        "..., star=MethodConfig.from_name(...)) or convert it with apply_star")
-    if _is_anyres(model.config):
-        return render_crops(model, tokenizer, image_processor, image, question, conv_mode, max_new_tokens, dim=dim)
-    from matplotlib.figure import Figure  # no pyplot: nothing global, no GUI backend
+    cmap = matplotlib.colormaps[CMAP]
+    per_run = [stages(r.plan, r.record, canvas) for r in runs]
+    cols = _column_names(per_run)
+    w, h = canvas.size
+    panel_w = min(3.0 * w / h, 6.5)  # inches; NeXT panels are wide (base image + crops)
+    panel_h = panel_w * h / w
+    # a stock run's row shows the plain input already; otherwise the header does
+    show_input = all(panels for panels in per_run)
+    info_w, head_h, margin, title_h, bar_h = 2.4, min(panel_h, 2.2) if show_input else 0.7, 0.25, 0.5, 0.75
+    pitch_x, pitch_y = panel_w + 0.3, title_h + panel_h + bar_h
+    width = 2 * margin + info_w + pitch_x * len(cols)
+    top0 = 0.8 if note else 0.55  # header top, below the title (and the note)
+    height = top0 + head_h + pitch_y * len(runs) + 0.15
+    fig = Figure(figsize=(width, height), dpi=DPI)
 
-    tower = model.get_vision_tower()
-    side = int(getattr(tower, "num_patches_per_side", round(math.sqrt(tower.num_patches))))
-    n_patches = side * side
-    view = model_view(image, image_processor, model.config)
-    answer, rec = _generate(model, tokenizer, image_processor, image, question, conv_mode, max_new_tokens)
-    plan = model.star_plan
-    all_cells = np.arange(n_patches)
-    if rec is None or rec.image_span is None:
-        raise RuntimeError("the model recorded no image span for this prompt (no <image> token reached it)")
-    kept1 = _np(rec.stage1_kept).astype(np.int64) if rec.stage1_kept is not None else all_cells
-    kept2 = _np(rec.stage2_kept).astype(np.int64) if rec.stage2_kept is not None else kept1
-    if plan.vision is None:
-        kept1 = all_cells
-    if not plan.decoder:
-        kept2 = kept1
+    def axes(x, top, w_in, h_in, label):  # inches from the left / top edge
+        return fig.add_axes((x / width, 1 - (top + h_in) / height, w_in / width, h_in / height), label=label)
 
-    # score maps: stage 1 over the whole grid, the last decoder stage on the cells it scored
-    s1 = None
-    if rec.stage1_scores is not None:
-        s1 = scores_to_grid(rec.stage1_scores, all_cells, side)
-    s2, s2_layer = None, None
-    if rec.stage2_scores:
-        i = len(rec.stage2_scores) - 1
-        scored = kept1 if i == 0 else _np(rec.decoder_kept[i - 1]).astype(np.int64)
-        try:
-            s2 = scores_to_grid(rec.stage2_scores[i], scored, side)
-        except ValueError:
-            s2 = None
-        s2_layer = plan.decoder[i].layer if i < len(plan.decoder) else None
+    q = textwrap.shorten(_printable(question), 160, placeholder=" ...") if question else ""
+    fig.suptitle(f"Q: {q}" if q else "What each pruning stage kept", fontsize=12,
+                 y=1 - 0.12 / height, va="top", parse_math=False)
+    if note:
+        fig.text(0.5, 1 - 0.5 / height, note, ha="center", va="top", fontsize=9, color="firebrick", parse_math=False)
 
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    gs = fig.add_gridspec(2, 3, left=0.03, right=0.97, bottom=0.03, top=0.84, wspace=0.22, hspace=0.14)
-    extent = (0, view.shape[1], view.shape[0], 0)
+    leg = axes(margin, top0, info_w, head_h, "legend")
+    leg.axis("off")
+    handles = [Patch(facecolor=(0.9, 0.8, 0.3), edgecolor="white", label="kept (score colour blended in)"),
+               Patch(facecolor=(0.27, 0.24, 0.09), label="dropped by this stage"),
+               Patch(facecolor=(0.08, 0.08, 0.08), label="dropped by an earlier stage")]
+    if canvas.alive.size < canvas.total:
+        handles.append(Patch(facecolor=(ABSENT,) * 3, edgecolor="0.6", label="padding llava removed (unpad)"))
+    leg.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, borderaxespad=0)
+    if show_input:
+        head = axes(margin + info_w, top0 + 0.2, (head_h - 0.2) * w / h, head_h - 0.2, "input")
+        _draw_tiles(head, canvas)
+        head.set_title(f"input as the model saw it: {canvas.description}", fontsize=9, loc="left")
 
-    def image_panel(cell, label, array, title):
-        ax = fig.add_subplot(cell, label=label)
-        ax.imshow(array, interpolation="nearest", extent=extent)
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([]), ax.set_yticks([])
-        return ax
-
-    image_panel(gs[0, 0], "image", view, f"input as the model saw it ({view.shape[1]}x{view.shape[0]})")
-    n1, n2 = int(kept1.size), int(kept2.size)
-    stage1_title = (f"stage 1 ({plan.vision.score}): {n1} / {n_patches} kept" if plan.vision is not None
-                    else f"stage 1: no vision stage, all {n_patches} kept")
-    image_panel(gs[0, 1], "stage1", overlay(view, kept1, side, dim), stage1_title)
-    final_title = (f"final (layer {plan.decoder[-1].layer}+): {n2} / {n_patches} kept" if plan.decoder
-                   else f"final: no decoder stage, = stage 1 ({n2})")
-    image_panel(gs[0, 2], "stage2", overlay(view, kept2, side, dim), final_title)
-
-    def heat_panel(cell, label, grid_scores, title, empty_text):
-        ax = fig.add_subplot(cell, label=label)
-        ax.set_xticks([]), ax.set_yticks([])
-        ax.set_xlim(0, view.shape[1]), ax.set_ylim(view.shape[0], 0)
-        ax.set_aspect("equal")
-        ax.set_title(title, fontsize=10)
-        if grid_scores is None or not np.isfinite(grid_scores).any():
-            ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes,
-                    fontsize=10, color="0.4")
-            return ax
-        cmap = matplotlib.colormaps["viridis"].with_extremes(bad=(1, 1, 1, 0))  # NaN: blank
-        finite = grid_scores[np.isfinite(grid_scores)]
-        vmin, vmax = float(finite.min()), float(np.percentile(finite, 99))
-        extend = "max" if vmax < finite.max() else "neither"  # a few outliers would wash out the rest
-        if vmax <= vmin:
-            vmax = float(finite.max()) if finite.max() > vmin else vmin + 1e-12
-        im = ax.imshow(np.ma.masked_invalid(grid_scores), cmap=cmap, interpolation="nearest", extent=extent,
-                       vmin=vmin, vmax=vmax)
-        cax = ax.inset_axes([1.03, 0.0, 0.05, 1.0])  # outside the panel, so it lines up with the images
-        cb = fig.colorbar(im, cax=cax, extend=extend)
-        cb.ax.tick_params(labelsize=8)
-        return ax
-
-    heat_panel(gs[1, 0], "stage1_scores", s1,
-               f"stage 1 scores ({plan.vision.score})" if plan.vision is not None else "stage 1 scores",
-               "no vision-stage scores" if plan.vision is not None else "no vision stage")
-    n_scored = 0 if s2 is None else int(np.isfinite(s2).sum())
-    heat_panel(gs[1, 1], "stage2_scores", s2,
-               (f"stage 2 scores at layer {s2_layer} ({plan.decoder[-1].score}, {n_scored} tokens)"
-                if plan.decoder else "stage 2 scores"),
-               "no decoder-stage scores" if plan.decoder else "no decoder stage")
-
-    info = fig.add_subplot(gs[1, 2], label="info")
-    info.axis("off")
-    method = plan.name + (f" (unit: {plan.unit})" if plan.unit != "image" else "")
-    lines = [f"method: {method}",
-             f"patch grid: {side}x{side} = {n_patches}",
-             f"stage 1 kept: {n1}",
-             f"final kept: {n2}",
-             f"t_eq: {rec.t_eq:.1f}",
-             "visual tokens per layer:"]
-    lines += textwrap.wrap(_per_layer(list(rec.tokens_per_layer)), 40)
-    lines += [f"dimmed: dropped cells x{1 - dim:.2f}"]
-    info.text(0.2, 0.98, "\n".join(lines), ha="left", va="top", fontsize=10, family="monospace",
-              transform=info.transAxes, parse_math=False)
-
-    q = textwrap.shorten(_printable(question), 150, placeholder=" ...")
-    a = textwrap.fill(_printable(answer) or "(empty answer)", 120, max_lines=2, placeholder=" ...")
-    fig.suptitle(f"Q: {q}\nA: {a}", fontsize=11, y=0.985, va="top", parse_math=False)
-    fig.text(0.5, 0.885, f"{method}: stage 1 kept {n1}  |  final kept {n2}  |  t_eq {rec.t_eq:.1f}",
-             ha="center", va="center", fontsize=11, weight="bold", parse_math=False)
-    fig.llava_star_answer = answer
-    fig.llava_star_record = rec
+    for r, (run, panels) in enumerate(zip(runs, per_run)):
+        top = top0 + head_h + r * pitch_y + title_h
+        _info(axes(margin, top, info_w - 0.2, panel_h, f"info{r}"), run, canvas)
+        if not panels:
+            ax = axes(margin + info_w, top, panel_w, panel_h, f"input_run{r}")
+            _draw_tiles(ax, canvas, _state(None, canvas), None, outline=False)
+            ax.set_title(f"input as the model saw it: {canvas.description}\nno pruning: all "
+                         f"{canvas.alive.size} kept", fontsize=9)
+            continue
+        for p in panels:
+            c = cols.index(p.column)
+            ax = axes(margin + info_w + c * pitch_x, top, panel_w, panel_h, f"{p.column}_run{r}")
+            rgb, norm, clipped = _colours(p, canvas, cmap)
+            _draw_tiles(ax, canvas, _state(p, canvas), rgb, outline)
+            ranked = np.intersect1d(p.candidates, canvas.alive).size
+            merged = f" (+{p.merged} merged)" if p.merged else ""
+            ax.set_title(f"{p.title}\nkept {p.kept.size} / {ranked}{merged}", fontsize=9)
+            cax = ax.inset_axes([0.0, -0.2 / panel_h, 1.0, 0.11 / panel_h], label=f"colorbar_{p.column}_run{r}")
+            if norm is None:
+                cax.axis("off")
+                cax.text(0.5, 0.0, "random choice: no scores", ha="center", va="top", fontsize=8,
+                         color="0.35", transform=cax.transAxes)
+                continue
+            cb = fig.colorbar(ScalarMappable(norm, cmap), cax=cax, orientation="horizontal",
+                              extend="max" if clipped else "neither")
+            cb.set_label(textwrap.fill(p.score_label, int(panel_w * 15)), fontsize=8, labelpad=2)
+            cb.ax.xaxis.set_major_locator(MaxNLocator(4))
+            cb.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            cb.ax.tick_params(labelsize=7)
+    fig.llava_star_runs = list(runs)
+    if len(runs) == 1:
+        fig.llava_star_answer = runs[0].answer
+        fig.llava_star_record = runs[0].record
     return fig
+
+
+def _info(ax, run: Run, canvas: Canvas):
+    ax.axis("off")
+    rec = run.record
+    n = canvas.alive.size
+    lines = []
+    if rec is None:
+        lines += [f"visual tokens: {run.visual_tokens or n}", "nothing pruned"]
+    else:
+        final = int(rec.final_kept.numel())
+        extra = rec.tokens_per_layer[-1] - final
+        lines += [f"final kept: {final} / {rec.num_patches}"]
+        if extra > 0:  # NeXT newline rows, merged tokens, VisionZip's CLS: tokens, not cells
+            lines += [f"  +{extra} newline/merged/CLS"]
+        lines += [f"t_eq: {rec.t_eq:.1f}", "tokens per layer:"]
+        lines += textwrap.wrap(_per_layer(list(rec.tokens_per_layer)), 30)
+    ans = _printable(run.answer) or "(empty answer)"
+    lines += ["answer:"] + textwrap.wrap(repr(ans), 30, max_lines=3, placeholder=" ...'")
+    ax.text(0.0, 1.0, run.label, fontsize=12, weight="bold", va="top", transform=ax.transAxes, parse_math=False)
+    ax.text(0.0, 0.86, "\n".join(lines), fontsize=8.5, va="top", family="monospace",
+            transform=ax.transAxes, parse_math=False)
+
+
+# --------------------------------------------------------------- the model's picture
+def model_view(image, image_processor, model_config=None) -> np.ndarray:
+    """The image as the model saw it, [S, S, 3] uint8: llava's `process_images` without the
+    normalisation (pad to a square with the processor's mean colour when the checkpoint says
+    `image_aspect_ratio: pad`, then the processor's own resize / centre crop)."""
+    from llava.mm_utils import expand2square
+
+    image = image.convert("RGB")
+    if getattr(model_config, "image_aspect_ratio", None) == "pad":
+        image = expand2square(image, tuple(int(x * 255) for x in image_processor.image_mean))
+    pixels = image_processor.preprocess(image, do_rescale=False, do_normalize=False,
+                                        return_tensors="np")["pixel_values"][0]
+    pixels = np.asarray(pixels)
+    if pixels.shape[0] in (1, 3) and pixels.shape[-1] not in (1, 3):
+        pixels = pixels.transpose(1, 2, 0)
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
 
 
 def crop_views(image, image_processor, model_config) -> List[np.ndarray]:
@@ -280,75 +449,155 @@ def crop_views(image, image_processor, model_config) -> List[np.ndarray]:
             for c in pixels]
 
 
-def render_crops(model, tokenizer, image_processor, image, question, conv_mode="vicuna_v1",
-                 max_new_tokens=16, *, dim: float = DIM):
-    """LLaVA-NeXT: one column per crop (base image first). Rows: stage-1 kept patches, final
-    kept patches, stage-1 score map, last decoder stage's score map (each score row on one
-    colour scale). Kept ids are `crop * 576 + patch` (see PruneRecord). Cells that llava's
-    unpad removed are dimmed in the overlays (they never reached the LLM) and blank in the
-    decoder score map; CLIP scored them, so the stage-1 map shows them. Axes are labelled `stage1_crop<c>`, `stage2_crop<c>`,
-    `stage1_scores_crop<c>`, `stage2_scores_crop<c>`."""
-    import matplotlib
-    from matplotlib.figure import Figure
+def _is_anyres(model_config) -> bool:
+    return str(getattr(model_config, "image_aspect_ratio", None) or "").startswith("anyres")
 
-    side = int(model.get_vision_tower().num_patches_per_side)
-    per_crop = side * side
+
+def canvas_for(model, tokenizer, image_processor, image, conv_mode: str = "vicuna_v1") -> Canvas:
+    """The Canvas of `image` for `model` (a llava or llava_star model). LLaVA-NeXT: the base
+    image, then the grid crops tiled back in llava's order (row-major), and the cells that
+    llava's merge keeps (its own code, `hosts.llava.merged_layout`)."""
+    tower = model.get_vision_tower()
+    side = int(getattr(tower, "num_patches_per_side", round(math.sqrt(tower.num_patches))))
+    layer = int(getattr(model.config, "mm_vision_select_layer", -2))
+    cells = np.arange(side * side).reshape(side, side)
+    if not _is_anyres(model.config):
+        view = model_view(image, image_processor, model.config)
+        return Canvas([Tile(view, cells, (0, view.shape[1], view.shape[0], 0))], np.arange(side * side),
+                      side * side, layer, f"{view.shape[1]}x{view.shape[0]}, {side}x{side} patches")
+    from llava.mm_utils import get_anyres_image_grid_shape
+
     views = crop_views(image, image_processor, model.config)
-    answer, rec = _generate(model, tokenizer, image_processor, image, question, conv_mode, max_new_tokens)
+    crop = views[0].shape[0]
+    gw, gh = get_anyres_image_grid_shape(image.size, model.config.image_grid_pinpoints, crop)
+    if gw * gh != len(views) - 1:
+        raise ValueError(f"{len(views) - 1} grid crops do not tile a {gw}x{gh} grid")
+    mosaic = np.zeros((gh * crop, gw * crop, 3), dtype=np.uint8)
+    grid = np.zeros((gh * side, gw * side), dtype=np.int64)
+    for t, v in enumerate(views[1:]):
+        r, c = divmod(t, gw)
+        mosaic[r * crop:(r + 1) * crop, c * crop:(c + 1) * crop] = v
+        grid[r * side:(r + 1) * side, c * side:(c + 1) * side] = (t + 1) * side * side + cells
+    height, gap = gh * crop, 0.06 * gh * crop
+    tiles = [Tile(views[0], cells, (0, height, height, 0)),
+             Tile(mosaic, grid, (height + gap, height + gap + gw * crop, height, 0))]
+    return Canvas(tiles, _alive_cells(model, tokenizer, image_processor, image, conv_mode), len(views) * side * side,
+                  layer, f"base {crop}x{crop} + {gw}x{gh} crops ({gw * crop}x{gh * crop}), {side}x{side} patches each")
+
+
+def merged_rows(model, tokenizer, image_processor, image, conv_mode="vicuna_v1") -> np.ndarray:
+    """The cell id of every row llava's merge gives `image` without pruning (-1: a NeXT
+    `image_newline` row), from llava's own merge (`hosts.llava.merged_layout`); a stock
+    run's visual tokens per layer are its length."""
+    import torch
+    from llava.mm_utils import process_images
+
+    from .hosts.llava import merged_layout
+    from .prompting import prompt_input_ids
+
+    if not _is_anyres(model.config):
+        tower = model.get_vision_tower()
+        return np.arange(tower.num_patches)
+    ids = prompt_input_ids(tokenizer, "?", conv_mode, model.config).to(model.device)
+    pixels = process_images([image], image_processor, model.config).to(model.device, model.dtype)
+    with torch.inference_mode():
+        (layout,) = merged_layout(model, ids, None, pixels, [image.size])
+    return _ids(layout)
+
+
+def _alive_cells(model, tokenizer, image_processor, image, conv_mode) -> np.ndarray:
+    rows = merged_rows(model, tokenizer, image_processor, image, conv_mode)
+    return np.sort(rows[rows >= 0])
+
+
+def _record_catcher():
+    """An Observer (llava_star.hooks) that keeps the first prefill's records: generate's
+    prefill, not its decode steps."""
+    from .engine.seams import Observer
+
+    class Records(Observer):
+        records = None
+
+        def prefilled(self, records):
+            if self.records is None:
+                self.records = list(records)
+
+    return Records()
+
+
+def run_once(model, tokenizer, image_processor, image, question, conv_mode="vicuna_v1", max_new_tokens=16,
+             label: Optional[str] = None) -> Run:
+    """Generate one answer with the model's current plan; the record comes through the
+    observer seam."""
+    import torch
+    from llava.mm_utils import process_images
+
+    from .engine.seams import hooks
+    from .prompting import prompt_input_ids
+
+    if not hasattr(model, "star_plan"):
+        raise TypeError("render needs a llava_star model: load it with llava_star.load_pretrained_model("
+                        "..., star=MethodConfig.from_name(...)) or convert it with apply_star")
+    ids = prompt_input_ids(tokenizer, question, conv_mode, model.config).to(model.device)
+    pixels = process_images([image], image_processor, model.config).to(model.device, model.dtype)
+    seen = _record_catcher()
+    with torch.inference_mode(), hooks(model, observer=seen):
+        out = model.generate(ids, images=pixels, image_sizes=[image.size], do_sample=False, num_beams=1,
+                             max_new_tokens=max_new_tokens, use_cache=True)
+    rec = seen.records[0] if seen.records else None
     if rec is None or rec.image_span is None:
         raise RuntimeError("the model recorded no image span for this prompt (no <image> token reached it)")
+    answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
     plan = model.star_plan
-    kept1, kept2 = _np(rec.stage1_kept).astype(np.int64), _np(rec.stage2_kept).astype(np.int64)
-    n = len(views)
-    # score maps over the whole image (crop * per_crop + patch), NaN where nothing was scored
-    s1 = np.full(n * per_crop, np.nan)
-    if rec.stage1_scores is not None and rec.stage1_scores.numel() == n * per_crop:
-        s1[:] = _np(rec.stage1_scores).astype(np.float64)  # CLIP scores every patch of every crop
-    s2 = np.full(n * per_crop, np.nan)
-    s2_layer = None
-    if rec.stage2_scores:
-        i = len(rec.stage2_scores) - 1
-        scored = kept1 if i == 0 else _np(rec.decoder_kept[i - 1]).astype(np.int64)
-        vals = _np(rec.stage2_scores[i]).astype(np.float64).reshape(-1)
-        if vals.size == scored.size:
-            s2[scored] = vals
-        s2_layer = plan.decoder[i].layer if i < len(plan.decoder) else None
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad=(1, 1, 1, 0))
-
-    fig = Figure(figsize=(3.0 * n + 0.8, 13.0), dpi=DPI)
-    for c, view in enumerate(views):
-        crop_ids = slice(c * per_crop, (c + 1) * per_crop)
-        name = "base" if c == 0 else f"crop {c}"
-        for row, (kept, label) in enumerate(((kept1, "stage 1"), (kept2, "final"))):
-            cells = kept[(kept >= c * per_crop) & (kept < (c + 1) * per_crop)] - c * per_crop
-            ax = fig.add_subplot(4, n, row * n + c + 1, label=f"{'stage1' if row == 0 else 'stage2'}_crop{c}")
-            ax.imshow(overlay(view, cells, side, dim), interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.set_title(f"{name}: {label} {cells.size}/{per_crop}", fontsize=9)
-        for row, (scores, label, title) in enumerate(((s1, "stage1_scores", "stage 1 scores"),
-                                                      (s2, "stage2_scores", f"stage 2 scores (layer {s2_layer})"))):
-            ax = fig.add_subplot(4, n, (row + 2) * n + c + 1, label=f"{label}_crop{c}")
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.set_title(f"{name}: {title}", fontsize=9)
-            finite = scores[np.isfinite(scores)]
-            if finite.size == 0:
-                ax.text(0.5, 0.5, "not scored", ha="center", va="center", transform=ax.transAxes, color="0.4")
-                continue
-            vmin, vmax = float(finite.min()), float(np.percentile(finite, 99))
-            vmax = vmax if vmax > vmin else vmin + 1e-12
-            im = ax.imshow(np.ma.masked_invalid(scores[crop_ids].reshape(side, side)), cmap=cmap,
-                           interpolation="nearest", vmin=vmin, vmax=vmax)
-            if c == n - 1:
-                fig.colorbar(im, cax=ax.inset_axes([1.04, 0.0, 0.06, 1.0])).ax.tick_params(labelsize=7)
-    q = textwrap.shorten(_printable(question), 120, placeholder=" ...")
-    a = textwrap.fill(_printable(answer) or "(empty answer)", 100, max_lines=2, placeholder=" ...")
-    fig.suptitle(f"Q: {q}\nA: {a}\n{plan.name}: stage 1 kept {kept1.size} | final kept "
-                 f"{kept2.size} of {rec.num_patches} | t_eq {rec.t_eq:.1f}", fontsize=10, parse_math=False)
-    fig.llava_star_answer = answer
-    fig.llava_star_record = rec
-    return fig
+    return Run(label or plan.name, plan if plan.prunes else None, rec if plan.prunes else None, answer,
+               rec.num_patches)
 
 
+def render(model, tokenizer, image_processor, image, question, conv_mode="vicuna_v1", max_new_tokens=16,
+           *, note: Optional[str] = None, label: Optional[str] = None):
+    """Generate an answer with `model`'s method and return the matplotlib Figure of what each
+    stage kept (one row; see `figure`). `model` comes from `llava_star.load_pretrained_model(...,
+    star=...)` (`MethodConfig.from_name("none")` for stock llava); `image` is a PIL image.
+    `fig.llava_star_answer` / `fig.llava_star_record` hold the answer and the PruneRecord."""
+    run = run_once(model, tokenizer, image_processor, image, question, conv_mode, max_new_tokens, label)
+    canvas = canvas_for(model, tokenizer, image_processor, image, conv_mode)
+    return figure(canvas, [run], question, note)
+
+
+def method_label(cfg) -> str:
+    return cfg.name + (f"@{cfg.budget}" if cfg.budget is not None else "")
+
+
+def compare(model, tokenizer, image_processor, image, question, methods, conv_mode="vicuna_v1",
+            max_new_tokens=16, *, note: Optional[str] = None):
+    """One row per MethodConfig in `methods`, all on `model` and `image`: each is attached
+    with `apply_star` in turn; the model's own plan (or stock llava) is restored after."""
+    from .hosts.llava import apply_star, remove_star
+
+    before = getattr(model, "star_plan", None)
+    runs = []
+    try:
+        for cfg in methods:
+            apply_star(model, cfg)
+            runs.append(run_once(model, tokenizer, image_processor, image, question, conv_mode,
+                                 max_new_tokens, method_label(cfg)))
+    finally:
+        if before is not None:
+            apply_star(model, before)
+        elif hasattr(model, "star_plan"):
+            remove_star(model)
+    return figure(canvas_for(model, tokenizer, image_processor, image, conv_mode), runs, question, note)
+
+
+def tiny_note(path) -> Optional[str]:
+    """A line for figures and printouts when `path` is one of llava_star.tiny's checkpoints."""
+    if path and os.path.isfile(os.path.join(str(path), "llava_star_tiny.json")):
+        return ("random-weight tiny checkpoint: answers are gibberish; "
+                "the kept cells, counts and scores are real")
+    return None
+
+
+# ------------------------------------------------------------------------------ CLI
 def _default_checkpoint() -> str:
     from .demo import DEFAULT_CKPT
 
@@ -387,8 +636,52 @@ def _check_model_path(path: str) -> None:
         raise SystemExit(f"error: --model-path {path}: no such directory")
 
 
-def main(argv=None) -> int:
-    from .cli import add_method_args, add_model_args, method_from_args
+def check_out(path: str, flag: str = "--out") -> None:
+    """Fail before any model runs: a directory, a missing folder or a format matplotlib lacks."""
+    out_dir = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise SystemExit(f"error: {flag} {path}: is a directory; give a file name such as fig.png")
+    if not os.path.isdir(out_dir):
+        raise SystemExit(f"error: {flag} {path}: directory {out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK):
+        raise SystemExit(f"error: {flag} {path}: directory {out_dir} is not writable")
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise SystemExit(f"error: {flag} needs matplotlib: pip install -e .[viz]") from None
+    formats = Figure().canvas.get_supported_filetypes()
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if ext not in formats:
+        raise SystemExit(f"error: {flag} {path}: unknown image format {ext or '(no extension)'!r}; "
+                         f"use one of .{', .'.join(sorted(formats))}")
+
+
+def parse_compare(text: str, budget: Optional[int], unit: str):
+    """'star,fastv@115,none' -> MethodConfigs (a name's own @budget wins over --budget)."""
+    from .methods import METHODS, MethodConfig
+
+    out = []
+    for item in [x.strip() for x in text.split(",") if x.strip()]:
+        name, _, b = item.partition("@")
+        if name not in METHODS:
+            raise SystemExit(f"error: --compare: unknown method {name!r}; choose from {', '.join(METHODS)}")
+        try:
+            own = int(b) if b else None
+        except ValueError:
+            raise SystemExit(f"error: --compare {item}: the budget after @ must be an integer") from None
+        bud = own if b else (None if name == "none" else budget)
+        try:
+            out.append(MethodConfig.from_name(name, bud, **({"unit": unit} if name != "none" and unit != "image"
+                                                            else {})))
+        except ValueError as err:
+            raise SystemExit(f"error: --compare {item}: {err}") from None
+    if not out:
+        raise SystemExit("error: --compare needs at least one method, e.g. --compare star,fastv")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli import add_method_args, add_model_args
 
     parser = argparse.ArgumentParser(prog="python -m llava_star.visualize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -400,29 +693,30 @@ def main(argv=None) -> int:
     parser.add_argument("--conv-mode", default=None, help="conversation template (default: from the model name)")
     parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=16)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dim", type=float, default=DIM, help=f"how far dropped cells go toward black (default {DIM})")
+    parser.add_argument("--compare", default=None, metavar="M1,M2,...",
+                        help="one row per method on the same image: names or name@budget, e.g. "
+                             "star,fastv,pdrop,sparsevlm@64,none (others at --budget)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"PNG to write (default: {DEFAULT_OUT})")
     add_method_args(parser)
     add_model_args(parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .cli import knob_flags_given, method_from_args
+
+    parser = build_parser()
     args = parser.parse_args(argv)
-    method = method_from_args(args)
-    if not 0.0 <= args.dim <= 1.0:
-        raise SystemExit(f"error: --dim must be in [0, 1], got {args.dim}")
+    if args.compare is not None:
+        if args.method != "none" or knob_flags_given(args):
+            raise SystemExit("error: --compare takes the methods itself (name@budget); per-method flags "
+                             "and --method go without --compare")
+        methods = parse_compare(args.compare, args.budget, args.budget_unit)
+    else:
+        methods = [method_from_args(args)]
     if args.max_new_tokens < 1:
         raise SystemExit(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if os.path.isdir(args.out):
-        raise SystemExit(f"error: --out {args.out}: is a directory; give a file name such as fig.png")
-    if not os.path.isdir(out_dir):
-        raise SystemExit(f"error: --out {args.out}: directory {out_dir} does not exist")
-    if not os.access(out_dir, os.W_OK):
-        raise SystemExit(f"error: --out {args.out}: directory {out_dir} is not writable")
-    from matplotlib.figure import Figure
-    formats = Figure().canvas.get_supported_filetypes()
-    ext = os.path.splitext(args.out)[1].lstrip(".").lower()
-    if ext not in formats:
-        raise SystemExit(f"error: --out {args.out}: unknown image format {ext or '(no extension)'!r}; "
-                         f"use one of .{', .'.join(sorted(formats))}")
+    check_out(args.out)
     image, image_name = _load_image(args.image)
     if args.model_path is not None:
         _check_model_path(args.model_path)
@@ -440,29 +734,37 @@ def main(argv=None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         tokenizer, model, processor, _ = load_pretrained_model(
-            path, args.model_base, None, star=method, device=device,
+            path, args.model_base, None, star=methods[0], device=device,
             attn_implementation=args.attn_implementation, fixed_grid=args.fixed_grid)
     except (FileNotFoundError, NotImplementedError) as err:
         msg = str(err) if "--model-path" in str(err) else f"--model-path {path}: {err}"
         raise SystemExit(f"error: {msg}")
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: cannot load --model-path {path}: {err}")
+    conv = args.conv_mode or conv_mode_for(path)
+    note = tiny_note(path)
     try:
-        fig = render(model, tokenizer, processor, image, args.question, args.conv_mode or conv_mode_for(path),
-                     args.max_new_tokens, dim=args.dim)
-    except NotImplementedError as err:
-        raise SystemExit(f"error: --model-path {path}: {err}")
-    except ValueError as err:
+        if args.compare is not None:
+            fig = compare(model, tokenizer, processor, image, args.question, methods, conv, args.max_new_tokens,
+                          note=note)
+        else:
+            fig = render(model, tokenizer, processor, image, args.question, conv, args.max_new_tokens,
+                         note=note, label=method_label(methods[0]))
+    except (NotImplementedError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     try:
         fig.savefig(args.out, dpi=DPI)
     except OSError as err:
         raise SystemExit(f"error: --out {args.out}: cannot write it ({err})") from None
-    rec = fig.llava_star_record
-    print(f"model: {path}\nimage: {image_name} {image.size}\nquestion: {args.question}\n"
-          f"answer: {fig.llava_star_answer!r}\n"
-          f"stage 1 kept {rec.stage1_kept.numel()}, final kept {rec.stage2_kept.numel()}, t_eq {rec.t_eq:.1f}\n"
-          f"wrote {args.out}")
+    print(f"model: {path}\nimage: {image_name} {image.size}\nquestion: {args.question}")
+    if note:
+        print(f"note: {note}")
+    for run in fig.llava_star_runs:
+        rec = run.record
+        counts = (f"stage 1 kept {rec.stage1_kept.numel()}, final kept {rec.final_kept.numel()}, t_eq {rec.t_eq:.1f}"
+                  if rec is not None else f"no pruning, {run.visual_tokens} visual tokens")
+        print(f"{run.label}: {counts}; answer {run.answer!r}")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -200,7 +200,18 @@ def build(out_dir: str | os.PathLike, variant: str = "llava-v1.5", seed: int = 0
     model.generation_config.do_sample = False
     model.save_pretrained(out, safe_serialization=True)
     (out / "llava_star_tiny.json").write_text(json.dumps({"variant": variant, "seed": seed}) + "\n")
+    _readable(out)
     return out
+
+
+def _readable(folder: Path) -> None:
+    """safetensors writes weights with mode 0600; give every file the mode a plain write gets
+    (0666 less the umask), so a checkpoint built by one user loads for another."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in folder.rglob("*"):
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
 
 
 def main(argv=None) -> int:

@@ -106,3 +106,16 @@ def test_cli_refuses_non_empty_dir_and_unknown_variant(tmp_path):
     r = _cli(str(tmp_path / "llava-file"), "--force")
     assert r.returncode == 2 and "not a directory" in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "llava-file").is_file()
+
+
+def test_checkpoint_files_are_readable_by_others(tiny15):
+    """safetensors writes 0600; the builder gives every file the umask's mode (issue 13)."""
+    import os
+    import stat
+    from pathlib import Path
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in Path(tiny15).rglob("*"):
+        if f.is_file():
+            assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f

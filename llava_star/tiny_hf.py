@@ -70,14 +70,15 @@ def hf_config(vocab_size: int, image_token_id: int, text_kind: str = "llama"):
                        multimodal_projector_bias=True, tie_word_embeddings=False)
 
 
-def processor_for(tokenizer):
+def processor_for(tokenizer, mean=None, std=None):
     from transformers import LlavaProcessor
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
     from .tiny import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     images = LlavaImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
-                                    image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD, do_pad=True)
+                                    image_mean=mean or OPENAI_CLIP_MEAN, image_std=std or OPENAI_CLIP_STD,
+                                    do_pad=True)
     return LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=14,
                           vision_feature_select_strategy="default", num_additional_image_tokens=1,
                           chat_template=CHAT_TEMPLATE)

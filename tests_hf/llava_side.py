@@ -19,13 +19,13 @@ from conftest import greedy, load_star, load_stock, new_tokens, photos, prompt_i
 
 QUESTION = "Is there a cat in the image? Answer the question using a single word or phrase."
 IMAGES = ("coffee", "chelsea")
-N_NEW = 8
+N_NEW = 6
 
 
 def main(out: Path, methods: dict) -> None:
     from llava.mm_utils import process_images
 
-    from llava_star import MethodConfig
+    from llava_star import MethodConfig, apply_star
     from llava_star.tiny import build
 
     torch.set_num_threads(2)
@@ -37,8 +37,9 @@ def main(out: Path, methods: dict) -> None:
     with torch.no_grad():
         logits = {n: stock(ids, images=px).logits[0, -1].tolist() for n, px in pics.items()}
     results = {"input_ids": ids[0].tolist(), "stock_last_logits": logits, "runs": {}}
+    _, model, _ = load_star(path, star=MethodConfig.from_name("none"))
     for label, (name, kw) in methods.items():
-        _, model, _ = load_star(path, star=MethodConfig.from_name(name, **kw))
+        apply_star(model, MethodConfig.from_name(name, **kw))  # replaces the plan
         for image, px in pics.items():
             toks = new_tokens(greedy(model, ids, px, n=N_NEW)[0], tok.bos_token_id)
             r = model.star_record[0]

@@ -15,7 +15,7 @@ from test_hf_host import METHODS
 from llava_star import MethodConfig
 
 MAIN_PY = REPO / ".venv" / "bin" / "python"
-N_NEW = 8
+N_NEW = 6  # as tests_hf/llava_side.py
 # label -> (method, knobs): every method of the registry, SparseVLM also without recycling
 RUNS = {name: (name, kw) for name, kw in METHODS.items()}
 RUNS["sparsevlm-norecycle"] = ("sparsevlm", dict(budget=64, recycle=False))

@@ -81,6 +81,9 @@ def _rebind_hooked_forward(model, cls) -> None:
     the forward of the class the model had when it was hooked; point it at `cls`'s."""
     if "_old_forward" in model.__dict__:
         model._old_forward = types.MethodType(cls.forward, model)
+        wrapper = model.__dict__.get("forward")
+        if hasattr(wrapper, "__wrapped__"):  # generate reads the forward's signature through it
+            wrapper.__wrapped__ = model._old_forward
 
 
 def apply_star(model, config: Union["StarConfig", "MethodConfig", Plan]):  # noqa: F821

@@ -7,6 +7,7 @@ layer (`position_embeddings`); layers return a tensor; the cache is a `Cache` of
 """
 from __future__ import annotations
 
+import contextlib
 from typing import List, Optional
 
 import torch
@@ -93,7 +94,27 @@ def _rotate(x, cos, sin):
 
 
 def _device_of(module) -> torch.device:
+    """Where a module computes: accelerate's execution device when it is dispatched (its
+    weights may sit on "meta" until its hook loads them), else where its weights are."""
+    dev = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if dev is not None:
+        return torch.device(dev) if not isinstance(dev, torch.device) else dev
     return next(module.parameters()).device
+
+
+@contextlib.contextmanager
+def weights_loaded(module):
+    """Run parts of a dispatched module (its layernorm and projections, for scoring) with the
+    weights its accelerate hook would load for a forward (offloaded layers keep them elsewhere)."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        yield
+        return
+    hook.pre_forward(module)
+    try:
+        yield
+    finally:
+        hook.post_forward(module, None)
 
 
 class DecoderLayers:
@@ -127,9 +148,10 @@ class DecoderLayers:
         layer = self.lm.layers[i]
         attn = layer.self_attn
         dev = _device_of(layer)
-        x = layer.input_layernorm(h.to(dev))
-        bsz, t, _ = x.shape
-        y = getattr(attn, proj)(x).view(bsz, t, -1, attn.head_dim).transpose(1, 2)
+        with weights_loaded(layer):
+            x = layer.input_layernorm(h.to(dev))
+            bsz, t, _ = x.shape
+            y = getattr(attn, proj)(x).view(bsz, t, -1, attn.head_dim).transpose(1, 2)
         cos, sin = self._rotary(x, pos)
         return _rotate(y, cos, sin).to(self.home)
 

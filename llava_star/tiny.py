@@ -49,8 +49,8 @@ class TinyError(ValueError):
     pass
 
 
-def _tokenizer_corpus() -> list[str]:
-    """Sentences the tokenizer learns from: LLaVA's prompt templates and typical questions."""
+def _template_lines() -> list[str]:
+    """LLaVA's prompt templates (system prompts, roles, separators), from llava itself."""
     from llava.conversation import conv_templates
 
     lines = []
@@ -58,6 +58,13 @@ def _tokenizer_corpus() -> list[str]:
         lines.append(conv.system)
         lines.extend(str(r) for r in conv.roles)
         lines.extend(str(s) for s in (conv.sep, conv.sep2) if s)
+    return lines
+
+
+def _tokenizer_corpus(templates: list[str] | None = None) -> list[str]:
+    """Sentences the tokenizer learns from: LLaVA's prompt templates and typical questions.
+    `templates` replaces llava's own templates where llava is not installed (the hf host)."""
+    lines = list(_template_lines() if templates is None else templates)
     words = ("image picture photo man woman dog cat car street tree sky water color red blue green "
              "yellow white black number count how many what is the there a an in on of to yes no "
              "answer question using single word phrase please describe detail left right top bottom "
@@ -76,20 +83,28 @@ def _tokenizer_corpus() -> list[str]:
     return [l for l in lines if l.strip()]
 
 
-def train_tokenizer(out_dir: Path) -> None:
-    """Train a LLaMA-style sentencepiece model (unk/bos/eos = 0/1/2, byte fallback)."""
+def train_spm(out_dir: Path, corpus: list[str]) -> Path:
+    """Train a LLaMA-style sentencepiece model (unk/bos/eos = 0/1/2, byte fallback) into
+    out_dir/tokenizer.model."""
     import sentencepiece as spm
-    from transformers import LlamaTokenizer
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_tokenizer_corpus()), model_writer=model,
+        sentence_iterator=iter(corpus), model_writer=model,
         model_type="bpe", vocab_size=VOCAB_SIZE, byte_fallback=True, character_coverage=1.0,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
         num_threads=1, minloglevel=2, add_dummy_prefix=True, normalization_rule_name="identity",
     )
     spm_path = out_dir / "tokenizer.model"
     spm_path.write_bytes(model.getvalue())
+    return spm_path
+
+
+def train_tokenizer(out_dir: Path) -> None:
+    """The checkpoint's tokenizer (transformers 4.37's slow LlamaTokenizer on our sentencepiece model)."""
+    from transformers import LlamaTokenizer
+
+    spm_path = train_spm(out_dir, _tokenizer_corpus())
     # LLaVA-1.5 ships pad_token "<unk>" and legacy LLaMA behaviour.
     tok = LlamaTokenizer(vocab_file=str(spm_path), legacy=False, pad_token="<unk>",
                          add_bos_token=True, add_eos_token=False)

@@ -7,7 +7,7 @@ which to keep.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -42,11 +42,19 @@ def patch_scores(layer, hidden: torch.Tensor, score: str, with_keys: bool = Fals
     return (scores, k.mean(dim=1)) if with_keys else scores
 
 
+def tuple_layer_call(layer, hidden: torch.Tensor) -> torch.Tensor:
+    """A CLIP encoder layer that takes (hidden, attention_mask, causal_attention_mask) and
+    returns a tuple (transformers 4.x); hosts on other versions pass their own call."""
+    return layer(hidden, None, None)[0]
+
+
 def encode(vision_model, pixels: torch.Tensor, select_layer: int, stage: Optional[VisionStage], seed: int,
-           hooks: Hooks, ctx: Optional[PrefillContext], patch_only: bool = True) -> Tuple[torch.Tensor, VisionResult]:
+           hooks: Hooks, ctx: Optional[PrefillContext], patch_only: bool = True,
+           run_layer: Callable = tuple_layer_call) -> Tuple[torch.Tensor, VisionResult]:
     """pixels [N,3,H,W] -> (features [N,k,C], what the stage did). With `ctx.crop_keep` set
     (multi-crop images) nothing is removed here: the result carries a keep mask instead,
-    applied after llava's spatial merge, which needs every crop's full grid."""
+    applied after llava's spatial merge, which needs every crop's full grid. `run_layer(layer,
+    hidden)` runs one encoder layer (the call differs between transformers versions)."""
     vm = vision_model
     hidden = vm.pre_layrnorm(vm.embeddings(pixels))
     n_run = layers_to_run(len(vm.encoder.layers), select_layer)
@@ -58,7 +66,7 @@ def encode(vision_model, pixels: torch.Tensor, select_layer: int, stage: Optiona
                     scores, keys = patch_scores(layer, hidden, stage.score, with_keys=True)
                 else:
                     scores = patch_scores(layer, hidden, stage.score)
-        hidden = layer(hidden, None, None)[0]
+        hidden = run_layer(layer, hidden)
     features = hidden[:, 1:] if patch_only else hidden
     if stage is None:
         return features, VisionResult()

@@ -1,7 +1,7 @@
 """The methods as documentation, straight from the registry (docs/methods.md carries it)."""
 from __future__ import annotations
 
-from .registry import UNIT, get, names
+from .registry import REFERENCE_LAYERS, UNIT, get, names
 
 
 def _default(knob) -> str:
@@ -12,14 +12,24 @@ def _default(knob) -> str:
     return str(knob.default).lower() if isinstance(knob.default, bool) else str(knob.default)
 
 
+def hosts(name: str) -> str:
+    """Where the method runs: the llava host (llava-torch, LLaVA-1.5 and NeXT) and the hf host
+    (transformers' LlavaForConditionalGeneration, LLaVA-1.5). Plans with merged or CLS tokens
+    from the vision stage need one crop per image, so not NeXT."""
+    from . import MethodConfig
+
+    single = MethodConfig.from_name(name).plan(REFERENCE_LAYERS).single_crop_only
+    return f"llava: yes ({'1.5' if single else '1.5, NeXT'})<br>hf: yes (1.5)"
+
+
 def markdown() -> str:
-    rows = ["| method | what it keeps | flags (default) | published budgets | source |",
-            "|---|---|---|---|---|"]
+    rows = ["| method | what it keeps | flags (default) | published budgets | hosts | source |",
+            "|---|---|---|---|---|---|"]
     for name in names():
         m = get(name)
         flags = "<br>".join(f"`{k.flag}` ({_default(k)})" for k in m.knobs if k.flag) or "-"
         budgets = ", ".join(map(str, m.budgets)) if m.budgets else "any"
-        rows.append(f"| `{name}` | {m.summary} | {flags} | {budgets} | {m.source or '-'} |")
+        rows.append(f"| `{name}` | {m.summary} | {flags} | {budgets} | {hosts(name)} | {m.source or '-'} |")
     return "\n".join(rows) + f"\n\nEvery method also takes `--budget N` and `{UNIT.flag}` ({UNIT.default}).\n"
 
 

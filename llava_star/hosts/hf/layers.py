@@ -1,0 +1,168 @@
+"""transformers 5.x decoder layers (LLaMA, Mistral) as the engine's `LayerHost`, and the cache.
+
+What differs from the 4.37 host (hosts/llava/layers.py): the rotary embedding is one module of
+the language model, called with per-token positions, and its (cos, sin) are passed into every
+layer (`position_embeddings`); layers return a tensor; the cache is a `Cache` of per-layer
+`DynamicLayer`s, which already may hold different numbers of tokens.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import List, Optional
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
+
+
+class StarCache(DynamicCache):
+    """A DynamicCache whose layers hold different numbers of tokens (pruned ones are never
+    cached), plus for every cached token its position and whether it is real (not padding).
+    Decode steps take their positions from `key_positions` (each sample's last cached
+    position + 1), not from `generate`'s position ids, which count the unpruned sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.key_positions: List[torch.Tensor] = []
+        self.key_valid: List[torch.Tensor] = []
+
+    def add_token_info(self, layer_idx: int, positions: torch.Tensor, valid: torch.Tensor) -> None:
+        if len(self.key_positions) <= layer_idx:
+            self.key_positions.append(positions)
+            self.key_valid.append(valid)
+        else:
+            dev = self.key_positions[layer_idx].device
+            self.key_positions[layer_idx] = torch.cat([self.key_positions[layer_idx], positions.to(dev)], 1)
+            self.key_valid[layer_idx] = torch.cat([self.key_valid[layer_idx], valid.to(dev)], 1)
+
+    def layer_lengths(self) -> List[int]:
+        return [layer.get_seq_length() for layer in self.layers]
+
+    def keys_of(self, layer_idx: int) -> torch.Tensor:
+        return self.layers[layer_idx].keys
+
+    def next_positions(self, q: int, layer_idx: int = 0) -> torch.Tensor:
+        """[B, q] positions of q new tokens in one layer: after the last position each sample
+        holds there."""
+        last = (self.key_positions[layer_idx] * self.key_valid[layer_idx]).max(dim=1).values
+        return last[:, None] + 1 + torch.arange(q, device=last.device)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        super().reorder_cache(beam_idx)
+        for store in (self.key_positions, self.key_valid):
+            for i in range(len(store)):
+                store[i] = store[i].index_select(0, beam_idx.to(store[i].device))
+
+    def batch_repeat_interleave(self, repeats: int):
+        super().batch_repeat_interleave(repeats)
+        for store in (self.key_positions, self.key_valid):
+            for i in range(len(store)):
+                store[i] = store[i].repeat_interleave(repeats, 0)
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        super().batch_select_indices(indices)
+        for store in (self.key_positions, self.key_valid):
+            for i in range(len(store)):
+                store[i] = store[i][indices.to(store[i].device)]
+
+
+def attention_mask_for(impl: str, q_pos, k_pos, k_valid, q_len: int, dtype) -> Optional[torch.Tensor]:
+    """The mask a transformers 5 attention function takes, or None when its own causal handling
+    is already right (no padding; prefill square or single-token decode), so SDPA and
+    FlashAttention keep their causal fast path. Key j is visible to query i iff pos_j <= pos_i
+    and j is real. Additive float masks work for both eager and SDPA."""
+    no_padding = bool(k_valid.all())
+    square = q_len == k_pos.shape[1]
+    if impl == "flash_attention_2":
+        # FA2 takes a 2-D key padding mask and is causal by index, which our left-aligned,
+        # order-preserving layout satisfies.
+        return None if no_padding else k_valid.to(torch.long)
+    if no_padding and (q_len == 1 or (square and impl == "sdpa")):
+        return None
+    allowed = (k_pos[:, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _rotate(x, cos, sin):
+    """Rotary embedding of x [B, H, T, D] with cos/sin [B, T, D] (the formula the layer applies)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _device_of(module) -> torch.device:
+    """Where a module computes: accelerate's execution device when it is dispatched (its
+    weights may sit on "meta" until its hook loads them), else where its weights are."""
+    dev = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if dev is not None:
+        return torch.device(dev) if not isinstance(dev, torch.device) else dev
+    return next(module.parameters()).device
+
+
+@contextlib.contextmanager
+def weights_loaded(module):
+    """Run parts of a dispatched module (its layernorm and projections, for scoring) with the
+    weights its accelerate hook would load for a forward (offloaded layers keep them elsewhere)."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        yield
+        return
+    hook.pre_forward(module)
+    try:
+        yield
+    finally:
+        hook.post_forward(module, None)
+
+
+class DecoderLayers:
+    """The engine's view of a transformers 5 `LlamaModel` / `MistralModel` (`lm`). Each layer
+    runs on its own device and hands its output, queries and keys back on `home` (where the
+    engine keeps positions and masks), so a model dispatched over devices (device_map) works."""
+
+    def __init__(self, lm, home: torch.device):
+        self.lm = lm
+        self.home = home
+        self.num_layers = len(lm.layers)
+        self.impl = lm.config._attn_implementation
+
+    def begin(self, n_positions: int) -> None:
+        """Nothing to grow: the rotary module computes (cos, sin) from positions on each call."""
+
+    def _rotary(self, x, pos):
+        return self.lm.rotary_emb(x, pos.to(x.device))
+
+    def run(self, i, h, q_pos, k_pos, k_valid, cache):
+        layer = self.lm.layers[i]
+        dev = _device_of(layer)
+        h = h.to(dev)
+        q_pos, k_pos, k_valid = q_pos.to(dev), k_pos.to(dev), k_valid.to(dev)
+        mask = attention_mask_for(self.impl, q_pos, k_pos, k_valid, h.shape[1], h.dtype)
+        out = layer(h, attention_mask=mask, position_embeddings=self._rotary(h, q_pos), cache=cache,
+                    use_cache=True)
+        return out.to(self.home)
+
+    def _project(self, i, h, pos, proj: str):
+        layer = self.lm.layers[i]
+        attn = layer.self_attn
+        dev = _device_of(layer)
+        with weights_loaded(layer):
+            x = layer.input_layernorm(h.to(dev))
+            bsz, t, _ = x.shape
+            y = getattr(attn, proj)(x).view(bsz, t, -1, attn.head_dim).transpose(1, 2)
+        cos, sin = self._rotary(x, pos)
+        return _rotate(y, cos, sin).to(self.home)
+
+    def queries(self, i, h_rows, row_pos):
+        return self._project(i, h_rows, row_pos, "q_proj")
+
+    def keys(self, i, h, pos):
+        return self._project(i, h, pos, "k_proj")
+
+    def cached_keys(self, i, cache):
+        return cache.keys_of(i).to(self.home)
+
+    def norm(self, h):
+        return self.lm.norm(h.to(_device_of(self.lm.norm))).to(self.home)

@@ -1,0 +1,85 @@
+"""Test kit of the hf host (transformers 5, no llava-torch): a tiny llava-hf checkpoint built
+once per session from configs, real photos, prompts through the checkpoint's own processor."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def photos():
+    from skimage import data
+
+    return {
+        "astronaut": Image.fromarray(data.astronaut()),        # 512x512
+        "chelsea": Image.fromarray(data.chelsea()),            # 451x300 (cat)
+        "coffee": Image.fromarray(data.coffee()),              # 600x400
+        "rocket": Image.fromarray(data.rocket()),              # 427x640
+    }
+
+
+@pytest.fixture(scope="session")
+def images():
+    return photos()
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    from llava_star.tiny_hf import build
+
+    return str(build(tmp_path_factory.mktemp("tiny") / "llava-hf-tiny", seed=0))
+
+
+def load(path: str, attn: str = "sdpa", star=None):
+    """(processor, model) via from_pretrained; `star`: a MethodConfig to apply."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    import llava_star.hf
+
+    proc = AutoProcessor.from_pretrained(path)
+    model = LlavaForConditionalGeneration.from_pretrained(path, attn_implementation=attn).eval()
+    if star is not None:
+        llava_star.hf.apply(model, star)
+    return proc, model
+
+
+def prompt(question: str) -> str:
+    return f"USER: <image>\n{question} ASSISTANT:"
+
+
+def inputs(proc, pics, questions):
+    """Processor output for a batch (left padding, the processor's side for generation)."""
+    proc.tokenizer.padding_side = "left"
+    return proc(images=list(pics), text=[prompt(q) for q in questions], return_tensors="pt", padding=True)
+
+
+def greedy(model, batch, n=6, **kw):
+    with torch.no_grad():
+        out = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=n, **kw)
+    return out[:, batch["input_ids"].shape[1]:]
+
+
+def uncached_greedy(model, batch, n):
+    """Greedy decoding without a KV cache, every selection pinned to what a prefill of the prompt
+    chose (the engine's selector seam): must give the same tokens as cached generation."""
+    from llava_star.engine.seams import Recorded, hooks
+
+    recorded = Recorded()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad(), hooks(model, selector=recorded):
+        model(**batch, use_cache=False)
+    out = []
+    with torch.no_grad(), hooks(model, selector=recorded.replay()):
+        for _ in range(n):
+            logits = model(input_ids=ids, attention_mask=mask, pixel_values=batch["pixel_values"],
+                           use_cache=False).logits
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(nxt)
+            ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
+    return torch.cat(out, 1)

@@ -12,13 +12,17 @@ fi
 stamp=.venv-hf/.llava_star_setup
 want=$(cat setup.py scripts/setup_hf.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing into .venv-hf (CPU torch, transformers ${TRANSFORMERS_HF}, no llava-torch) ..." >&2
   . .venv-hf/bin/activate
-  python -m pip install -q --upgrade pip >/dev/null
+  # -qq: errors only (pip's warnings about this machine's index folders are not ours to fix).
+  pip_install() { python -m pip install -qq --disable-pip-version-check "$@"; }
+  pip_install --upgrade pip
   # A CPU torch first, so nothing below pulls a multi-GB CUDA build.
-  python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-  python -m pip install -q "transformers==${TRANSFORMERS_HF}" accelerate sentencepiece protobuf \
+  python -c "import torch" 2>/dev/null || pip_install "torch==${TORCH_VERSION:-2.13.0}"
+  pip_install "transformers==${TRANSFORMERS_HF}" accelerate sentencepiece protobuf \
     pillow numpy tqdm pytest scikit-image
   # this package without its install_requires (they pin transformers 4.37.2 for llava)
-  python -m pip install -q --no-deps -e .
+  pip_install --no-deps -e .
   echo "$want" > "$stamp"
+  echo "setup: done" >&2
 fi

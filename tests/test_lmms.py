@@ -193,7 +193,8 @@ def _reference_losses(model, tokenizer, processor, doc):
     recorded, losses = Recorded(), []
     with torch.no_grad():
         with hooks(model, selector=recorded):
-            model(ids(_conv_prompts(doc["question"], "")[0]), images=pixels, image_sizes=[image.size], use_cache=False)
+            context = ids(_conv_prompts(doc["question"], "")[0])
+            model(context, images=pixels, image_sizes=[image.size], use_cache=False)
         for choice in doc["choices"]:
             ctx, full = _conv_prompts(doc["question"], " " + choice)
             full_ids = ids(full)
@@ -279,7 +280,10 @@ def test_batch_1_equals_batch_4(api1, cli4, variant):
     if variant == "sparsevlm":  # recycling: same kept sets, merged tokens may differ (see VARIANTS)
         for doc_id, (_, records) in api1[variant]["mc"].items():
             assert records == cli4[variant]["mc"][doc_id][1]
-        assert {k: r for k, (_, r) in api1[variant]["gen"].items()} == {k: r for k, (_, r) in cli4[variant]["gen"].items()}
+        def gen_records(runs):
+            return {k: r for k, (_, r) in runs[variant]["gen"].items()}
+
+        assert gen_records(api1) == gen_records(cli4)
         return
     assert_same_runs(api1[variant], cli4[variant], f"{variant}: batch 1 (API) vs batch 4 (CLI)")
 
@@ -381,3 +385,55 @@ def test_registered_by_entry_point_and_versions_kept():
     assert get_model("llava_star") is LlavaStar
     assert version("transformers") == "4.37.2" and version("lmms_eval") == "0.7.3"
     assert version("huggingface_hub").split(".")[0] == "0"
+
+
+def _instances(kind, rows, task="t"):
+    """lmms-eval Instances as its tasks build them: rows of (context, gen_kwargs or continuation, doc_id)."""
+    from lmms_eval.api.instance import Instance
+
+    def visual(doc):
+        return doc["visuals"]
+
+    return [Instance(request_type=kind, arguments=(ctx, arg, visual, doc_id, task, "test"), idx=i,
+                     metadata={"task": task, "doc_id": doc_id, "repeats": 1})
+            for i, (ctx, arg, doc_id) in enumerate(rows)]
+
+
+@pytest.fixture(scope="module")
+def star_lm(tiny15):
+    from llava_star.lmms.model import LlavaStar
+
+    return LlavaStar(pretrained=tiny15, method="star", budget=58, batch_size=2)
+
+
+def test_requests_the_runners_never_see(star_lm, images):
+    """A context that places llava's image token itself, a text-only doc, lmms-eval's
+    unconditional (acc_mutual_info) requests, and docs llava-star refuses, named."""
+    photo = images["chelsea"]
+    star_lm.task_dict = {"t": {"test": [{"visuals": [photo]}, {"visuals": []}, {"visuals": [photo, photo]},
+                                        {"visuals": ["clip.mp4"]}]}}
+    gen = {"max_new_tokens": 3, "temperature": 0}
+    out = star_lm.generate_until(_instances("generate_until", [("Is it a cat?", gen, 0),
+                                                               ("<image>\nIs it a cat?", gen, 0),
+                                                               ("Say hello.", gen, 1)]))
+    assert out[0].text == out[1].text and out[0].token_counts.to_dict() == out[1].token_counts.to_dict()
+    assert out[2].token_counts.llava_star["visual_tokens"] == 0  # text only: nothing to prune
+    from lmms_eval.api.instance import Instance
+
+    unconditional = Instance(request_type="loglikelihood", arguments=("", "yes"), idx=0,
+                             metadata={"task": "t", "doc_id": 0, "repeats": 1})
+    scored = star_lm.loglikelihood(_instances("loglikelihood", [("Is it a cat?", " yes", 0)]) + [unconditional])
+    assert all(isinstance(r.text[0], float) and r.text[0] > 0 for r in scored)
+    for doc_id, says in ((2, "task t doc 2 has 2 images"), (3, "task t doc 3 gives a str, not an image")):
+        with pytest.raises(ValueError, match=says):
+            star_lm.generate_until(_instances("generate_until", [("Is it a cat?", gen, doc_id)]))
+
+
+def test_prompt_too_long_is_named_in_a_batch(star_lm, images):
+    star_lm.task_dict = {"t": {"test": [{"visuals": [images["rocket"]]}, {"visuals": [images["coffee"]]}]}}
+    long = "Describe it. " * 700  # past the tiny model's 2048-token context with its image
+    gen = {"max_new_tokens": 2, "temperature": 0}
+    with pytest.raises(ValueError, match=r"task t doc 1: .*tokenizer_model_max_length"):
+        star_lm.generate_until(_instances("generate_until", [("What is it?", gen, 0), (long, gen, 1)]))
+    with pytest.raises(ValueError, match=r"task t doc 1: .*tokenizer_model_max_length"):
+        star_lm.loglikelihood(_instances("loglikelihood", [("What is it?", " a", 0), (long, " b", 1)]))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -91,10 +92,13 @@ class LlavaStar(lmms):
 
     # ------------------------------------------------------------------ loading
     def _device(self) -> str:
+        """The device this process loads the model on."""
         device = self.args.device
-        if device is None:  # accelerate's: this process's GPU, or the CPU (none there, or ACCELERATE_USE_CPU)
+        if device is None:  # accelerate's choice: the CPU (none there, or ACCELERATE_USE_CPU) or this process's GPU
             d = self.accelerator.device
-            return "cpu" if d.type == "cpu" else f"cuda:{d.index or 0}" if self._world_size > 1 else "cuda"
+            if d.type == "cpu":
+                return "cpu"  # accelerate says cpu:0 in a multi-CPU run; the loader picks fp32 for "cpu"
+            return f"cuda:{d.index or 0}" if self._world_size > 1 else "cuda"
         if device == "cuda" and self._world_size > 1:
             return f"cuda:{self.accelerator.local_process_index}"
         return device
@@ -218,17 +222,18 @@ class LlavaStar(lmms):
                 if part:
                     yield [q for q, _ in part], [p for _, p in part]
 
-    def _run(self, fn, questions: List[_Question], prepared: List[Prepared], *rest):
-        """fn over a batch; a prompt that does not fit the context is found alone and named."""
+    def _run(self, fn, questions: List[_Question], prepared: List[Prepared], per_question: list):
+        """fn(prepared, per_question) over one batch; a batch with a prompt that does not fit
+        the context is run again one question at a time, so the error names that question."""
         try:
-            return fn(prepared, *rest)
+            return fn(prepared, per_question)
         except ValueError as e:
             if CONTEXT_ERROR not in str(e):
                 raise
             if len(prepared) == 1:
                 raise ValueError(f"llava_star: {questions[0].where}: {e}") from None
-        out = [fn([p], *[[r[i]] if isinstance(r, list) else r for r in rest]) for i, p in enumerate(prepared)]
-        return tuple(sum((list(o[k]) for o in out), []) for k in range(len(out[0])))
+        singles = [self._run(fn, [q], [p], [x]) for q, p, x in zip(questions, prepared, per_question)]
+        return tuple(sum((list(out[k]) for out in singles), []) for k in range(len(singles[0])))
 
     # ----------------------------------------------------------- generate_until
     def _gen_kwargs(self, task_kwargs: Dict[str, Any]) -> Dict[str, Any]:
@@ -243,8 +248,6 @@ class LlavaStar(lmms):
                     max_new_tokens=kw.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS), use_cache=True)
 
     def _generate(self, prepared: List[Prepared], gen_kwargs: Dict[str, Any]):
-        import warnings
-
         ids = [self._ids(self._prompt(p)) for p in prepared]
         input_ids, attention_mask, pad_kwargs = padded_batch(ids, self._tokenizer, self.device)
         images, image_sizes = image_batch(prepared, self._model)
@@ -265,10 +268,11 @@ class LlavaStar(lmms):
             q.requests.append(i)
             by_kwargs[json.dumps(request.args[1], sort_keys=True, default=str)].append(q)
         bar = tqdm(total=len(requests), disable=self.rank != 0, desc="llava_star generate_until")
-        for key, questions in by_kwargs.items():
+        for questions in by_kwargs.values():
             gen_kwargs = self._gen_kwargs(requests[questions[0].requests[0]].args[1])
+            generate = lambda prepared, _: self._generate(prepared, gen_kwargs)  # noqa: E731
             for batch, prepared in self._batches(questions):
-                texts, records = self._run(self._generate, batch, prepared, gen_kwargs)
+                texts, records = self._run(generate, batch, prepared, [None] * len(batch))
                 for q, text, record in zip(batch, texts, records):
                     (i,) = q.requests
                     answers[i] = _result(text, record)

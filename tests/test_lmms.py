@@ -444,3 +444,23 @@ def test_prompt_too_long_is_named_in_a_batch(star_lm, images):
         star_lm.generate_until(_instances("generate_until", [("What is it?", gen, 0), (long, gen, 1)]))
     with pytest.raises(ValueError, match=r"task t doc 1: .*tokenizer_model_max_length"):
         star_lm.loglikelihood(_instances("loglikelihood", [("What is it?", " a", 0), (long, " b", 1)]))
+
+
+def test_llava_next_anyres_batch_equals_single(tiny_dir, images):
+    """LLaVA-NeXT (anyres crops, fixed_grid, per-crop budgets) through the same paths."""
+    from llava_star.lmms.model import LlavaStar
+
+    lm = LlavaStar(pretrained=tiny_dir("llava-next"), method="star", budget=58, budget_unit="crop",
+                   fixed_grid=672, batch_size=2)
+    lm.task_dict = {"t": {"test": [{"visuals": [images["rocket"]]}, {"visuals": [images["coffee"]]}]}}
+    gen = {"max_new_tokens": 2, "temperature": 0}
+    rows = [("What is it?", gen, 0), ("Describe the colours you can see, briefly.", gen, 1)]
+    mc = [("What is it?", " a rocket", 0), ("What is it?", " a cup", 0), ("Which colour?", " red", 1)]
+    batched = (lm.generate_until(_instances("generate_until", rows)), lm.loglikelihood(_instances("loglikelihood", mc)))
+    lm.args.batch_size = 1
+    single = (lm.generate_until(_instances("generate_until", rows)), lm.loglikelihood(_instances("loglikelihood", mc)))
+    assert [r.text for r in batched[0]] == [r.text for r in single[0]]
+    assert [r.text[0] for r in batched[1]] == pytest.approx([r.text[0] for r in single[1]], **LOSS_TOL)
+    records = [r.token_counts.llava_star for r in batched[0] + batched[1]]
+    assert records == [r.token_counts.llava_star for r in single[0] + single[1]]
+    assert all(r["visual_tokens"] == 5 * 576 and r["final_kept"] == 5 * 58 for r in records)  # 2x2 crops + base

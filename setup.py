@@ -1,6 +1,13 @@
 """llava-star: training-free visual-token pruning (STAR and peers) for the LLaVA codebase."""
 from setuptools import find_packages, setup
 
+# What lmms-eval 0.7.3 needs to run image tasks from its CLI, at versions that keep
+# transformers 4.37.2: datasets 4+ needs huggingface_hub >= 1.0, which transformers 4.37
+# refuses; filelock 4 lacks the `_api.FileLockMeta` lmms-eval patches. lmms-eval itself
+# goes in with --no-deps (its metadata asks for transformers>=4.39.2); see README.
+LMMS_DEPS = ["datasets==3.6.0", "huggingface_hub>=0.19.3,<1.0", "filelock>=3.16,<4", "evaluate", "sacrebleu",
+             "loguru", "tenacity", "pytz", "pytablewriter"]
+
 # `patches/` lives at the top of the repo (the design card) but installs as
 # `llava_star.patches`, so nothing named `patches` lands in site-packages.
 packages = [p for p in find_packages(exclude=("tests", "tests.*", "patches")) if p.startswith("llava_star")]
@@ -33,5 +40,8 @@ setup(
     extras_require={
         "test": ["pytest", "scikit-image", "matplotlib"],
         "viz": ["matplotlib"],
+        "lmms": LMMS_DEPS,  # with `pip install --no-deps lmms-eval==0.7.3`
     },
+    # `--model llava_star` for lmms-eval (its entry-point group for external models)
+    entry_points={"lmms_eval.models": ["llava_star = llava_star.lmms:manifest"]},
 )

@@ -33,9 +33,12 @@ def conv_mode_for(model_path: str) -> str:
     return "vicuna_v1"
 
 
-def build_prompt(question: str, conv_mode: str, mm_use_im_start_end: bool = False, with_image: bool = True) -> str:
+def build_prompt(question: str, conv_mode: str, mm_use_im_start_end: bool = False, with_image: bool = True,
+                 answer: str = None) -> str:
     """The prompt llava's runners build: the image token (with its start/end tokens where the
-    model uses them) on a line before the question; text-only questions have none."""
+    model uses them) on a line before the question; text-only questions have none. With
+    `answer`, the assistant's turn holds it, closed as the template closes a turn (what a
+    log-likelihood scores, as lmms-eval's llava model does)."""
     from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
     from llava.conversation import conv_templates
 
@@ -48,7 +51,7 @@ def build_prompt(question: str, conv_mode: str, mm_use_im_start_end: bool = Fals
         question = image + "\n" + question
     conv = conv_templates[conv_mode].copy()
     conv.append_message(conv.roles[0], question)
-    conv.append_message(conv.roles[1], None)
+    conv.append_message(conv.roles[1], answer)
     return conv.get_prompt()
 
 

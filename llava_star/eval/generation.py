@@ -112,11 +112,16 @@ def open_image(path: str, convert_rgb: bool):
     (PIL's convert("RGB") clips it, turning most photos white)."""
     from PIL import Image
 
-    image = Image.open(path)
-    if image.mode.startswith("I;16") or (image.mode == "I" and image.getextrema()[1] > 255):
-        image = image.point(lambda v: v / 257).convert("L")
+    image = eight_bit(Image.open(path))
     if convert_rgb:
         image = image.convert("RGB")
+    return image
+
+
+def eight_bit(image):
+    """16-bit greyscale scaled to 8 bits; any other image as it is."""
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.getextrema()[1] > 255):
+        image = image.point(lambda v: v / 257).convert("L")
     return image
 
 
@@ -140,7 +145,7 @@ def prepare_item(item: Item, folder: str, processor, model_config) -> Prepared:
         return Prepared(item, error=f"cannot read image {path}: {type(e).__name__}: {e}")
 
 
-def _padded_batch(ids, tokenizer, device):
+def padded_batch(ids, tokenizer, device):
     """Prompts of one batch, padded on the left; one prompt goes as llava passes it."""
     import torch
 
@@ -156,7 +161,7 @@ def _padded_batch(ids, tokenizer, device):
     return input_ids.to(device), attention_mask.to(device), {"pad_token_id": pad}
 
 
-def _image_batch(prepared: Sequence[Prepared], model):
+def image_batch(prepared: Sequence[Prepared], model):
     import torch
 
     if prepared[0].item.image is None:
@@ -178,8 +183,8 @@ def generate_batch(model, tokenizer, prepared: Sequence[Prepared], args, gen_kwa
     start_end = bool(getattr(model.config, "mm_use_im_start_end", False))
     ids = [tokenizer_image_token(build_prompt(p.item.query, args.conv_mode, start_end, p.item.image is not None),
                                  tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt") for p in prepared]
-    input_ids, attention_mask, pad_kwargs = _padded_batch(ids, tokenizer, model.device)
-    images, image_sizes = _image_batch(prepared, model)
+    input_ids, attention_mask, pad_kwargs = padded_batch(ids, tokenizer, model.device)
+    images, image_sizes = image_batch(prepared, model)
     if hasattr(model, "_eval_visual_tokens"):
         model._eval_visual_tokens = None  # set again by this call's merge, if it has images
     try:

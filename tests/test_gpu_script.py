@@ -156,4 +156,6 @@ def test_rehearsal(tmp_path):
         names = {n.lstrip("./") for n in tar.getnames()}
     assert {"versions.txt", "status.tsv", "checks.json", "batch8/bench.json", "main/bench.json",
             "main/profile_star_58.txt", "published/bench.json"} <= names
-    assert "versions ok" in (out / "log.txt").read_text()
+    log = (out / "log.txt").read_text()
+    assert "versions ok" in log and "== all steps ok" in log
+    assert "steps: setup ok" in log and "batch8: questions/s none" in log  # the brief at the end

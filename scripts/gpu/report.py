@@ -163,6 +163,45 @@ def summary(work: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def brief(work: Path) -> str:
+    """A run's last lines of output: each step's exit, the checks, each row against the goals."""
+    out = []
+    try:
+        with open(work / "status.tsv") as f:
+            out.append("steps: " + ", ".join(f"{r[0]} {'ok' if r[1] == '0' else 'rc ' + r[1]} ({r[2]} s)"
+                                             for r in csv.reader(f, delimiter="\t") if len(r) >= 3))
+    except OSError:
+        out.append("steps: none finished")
+    for name in ("checks.json", "checks_all.json"):
+        data = _load(work / name)
+        if data:
+            out.append(f"{name[:-5]}: {data['summary']}")
+            out += [f"  FAIL {r['method']} {r['check']}: {r['detail'][:300]}" for r in data["results"] if not r["ok"]]
+    for run in ("main", "published", "batch8"):
+        data = _load(work / run / "bench.json")
+        if not data:
+            continue
+        cells = []
+        for r in data["rows"] if run != "batch8" else []:  # batch8 has no stock row to take ratios against
+            if r["method"] in ("stock", "none"):
+                continue
+            pf = r["prefill_over_flops"]
+            cells.append(f"{r['label']} {pf:.3f}{'' if pf <= GOAL_PREFILL_OVER_FLOPS else ' (missed)'}")
+        if cells:
+            out.append(f"{run}: prefill ratio / FLOPs ratio (goal <= {GOAL_PREFILL_OVER_FLOPS:.2f}): " + ", ".join(cells))
+        none = next((r for r in data["rows"] if r["method"] == "none"), {})
+        if "engine_overhead_pct" in none:
+            out.append(f"{run}: pruning disabled vs stock {none['engine_overhead_pct']:+.2f}% (goal within "
+                       f"{GOAL_ENGINE_OVERHEAD_PCT:.0f}%)")
+        if run == "batch8":
+            b = data["meta"]["batch"]
+            out.append("batch8: questions/s " + ", ".join(f"{r['label']} {b * 1e3 / r['e2e_ms']:.2f}" for r in data["rows"]))
+        n = len(data["meta"].get("spread_warnings") or [])
+        if n:
+            out.append(f"{run}: {n - 1} rows spread too wide (see summary.md)")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python scripts/gpu/report.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,11 +215,12 @@ def main(argv=None) -> int:
     r.add_argument("--max", type=int, default=10)
     s = sub.add_parser("summary", help="Markdown summary of a run's work folder")
     s.add_argument("work")
+    s.add_argument("--brief", action="store_true", help="a few lines: steps, checks, goals")
     args = p.parse_args(argv)
     if args.cmd == "repeats":
         print(repeats(args))
     else:
-        sys.stdout.write(summary(Path(args.work)))
+        sys.stdout.write((brief if args.brief else summary)(Path(args.work)))
     return 0
 
 

@@ -83,7 +83,8 @@ else
   WHEELDIR=$(mktemp -d "${TMPDIR:-/tmp}/llava_star_wheel.XXXXXX")
   exec > >(tee -a "$OUT/log.txt") 2>&1
   TEE=$!
-  trap 'exec >&- 2>&-; wait $TEE 2>/dev/null' EXIT   # let tee write the last lines before the call returns
+  # at the end: let tee write the last lines before the call returns; the outputs are in results.tar
+  trap 'rm -rf "$WORK" "$WHEELDIR"; exec >&- 2>&-; wait $TEE 2>/dev/null' EXIT
 fi
 T0=$SECONDS
 left() { echo $((DEADLINE - (SECONDS - T0))); }
@@ -133,8 +134,9 @@ check_wheels() {  # exactly one wheel of each name
 }
 install_site() {  # SITE [pip's target-platform flags...]: wheels + this project's wheel (built from the tree that travelled)
   local site=$1; shift
-  rm -f "$WHEELDIR"/*.whl
-  "$PY" -m pip wheel -q --no-deps --no-build-isolation --no-index -w "$WHEELDIR" "$REPO" &&
+  # built from a copy: an in-tree build would leave build/ behind, whose stale files a later wheel would ship
+  rm -rf "$WHEELDIR"/* && mkdir "$WHEELDIR/src" && cp -r "$REPO"/setup.py "$REPO"/llava_star "$REPO"/patches "$WHEELDIR/src/" &&
+  "$PY" -m pip wheel -q --no-deps --no-build-isolation --no-index -w "$WHEELDIR" "$WHEELDIR/src" &&
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$@" \
       "$REPO"/.whl/*.whl "$WHEELDIR"/llava_star-*.whl || return 1
   # what the target holds, read from its files (the rehearsal cannot import a cp312 build)
@@ -210,14 +212,14 @@ n_items() { local IFS=,; set -- $1; echo $#; }
 ROWS_MAIN=$(( 2 + $(n_items $MAIN_METHODS) * $(n_items $MAIN_BUDGETS) ))
 ROWS_PUB=$(( 2 + $(n_items $PUB_METHODS) * $(n_items $PUB_BUDGETS) ))
 [ "$DRY" = 1 ] && [ -z "$REPEATS" ] && REPEATS=$RMAX
-if [ -z "$REPEATS" ]; then   # as many round-robin repeats as the time left allows
+if [ -z "$REPEATS" ] && { wanted bench || wanted published; }; then   # as many round-robin repeats as the time left allows
   PROCS=0 ROWS=0
   wanted bench && PROCS=$((PROCS + 1)) ROWS=$((ROWS + ROWS_MAIN))
   wanted published && PROCS=$((PROCS + 1)) ROWS=$((ROWS + ROWS_PUB))
   REPEATS=$("$PY" "$REPO/scripts/gpu/report.py" repeats --batch-json "$WORK/batch8/bench.json" --rows "$ROWS" \
       --seconds $(( $(left) - 25 - PROCS * BENCH_OVERHEAD )) --warmup "$WARMUP" --min "$RMIN" --max "$RMAX") || REPEATS=$RMIN
 fi
-echo "== repeats: $REPEATS round-robin rounds after $WARMUP warm-up runs per row ($ROWS_MAIN + $ROWS_PUB rows)"
+{ wanted bench || wanted published; } && echo "== repeats: $REPEATS round-robin rounds after $WARMUP warm-up runs per row ($ROWS_MAIN + $ROWS_PUB rows)"
 wanted bench && run_step bench 540 1 "${BENCH[@]}" --methods "$MAIN_METHODS" --budgets "$MAIN_BUDGETS" \
     --warmup "$WARMUP" --repeats "$REPEATS" --scoring-repeats "$SCORING" --ab-pairs "$AB" --profile "$PROFILE" \
     --out-dir "$WORK/main"
@@ -227,6 +229,6 @@ wanted published && run_step published 300 1 "${BENCH[@]}" --methods "$PUB_METHO
 pack
 [ "$DRY" = 1 ] && exit 0
 echo "== done in $((SECONDS - T0)) s; $OUT: $(ls "$OUT" | tr '\n' ' ')"
-sed -n '/^## Steps/,/^## Versions/p' "$OUT/summary.md" | sed '$d'
+"$PY" "$REPO/scripts/gpu/report.py" summary "$WORK" --brief   # the whole page is $OUT/summary.md
 if [ ${#FAILED[@]} -gt 0 ]; then echo "== FAILED: ${FAILED[*]}"; exit 1; fi
 echo "== all steps ok"

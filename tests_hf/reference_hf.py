@@ -241,9 +241,13 @@ def density_peak_means(x, k):
     """DPC-kNN written out token by token (see tests/official_reference.py)."""
     n, c = x.shape
     d = torch.cdist(x[None], x[None])[0] / c ** 0.5
-    rho = [math.exp(-float((d[i].sort().values[:k] ** 2).mean())) for i in range(n)]
+    # densities compared at 1e-4 of the exponent, equal ones by index (the engine's documented
+    # stand-in for the official unseeded tie noise)
+    level = [round(float((d[i].sort().values[:k] ** 2).mean()) * 1e4) for i in range(n)]
+    rho = [math.exp(-lv / 1e4) for lv in level]
     far = float(d.max())
-    delta = [min([float(d[i, j]) for j in range(n) if rho[j] > rho[i]], default=far) for i in range(n)]
+    denser = lambda j, i: level[j] < level[i] or (level[j] == level[i] and j < i)  # noqa: E731
+    delta = [min([float(d[i, j]) for j in range(n) if denser(j, i)], default=far) for i in range(n)]
     score = torch.tensor([delta[i] * rho[i] for i in range(n)])
     centers = score.topk(k).indices.tolist()
     groups = {ci: [ci] for ci in centers}

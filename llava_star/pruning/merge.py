@@ -67,9 +67,10 @@ def cluster_merge(x: torch.Tensor, k: int, tiebreak_noise: float = 1e-6,
     """DPC-kNN clustering of x [B, N, C] into k clusters, each replaced by its mean.
 
     Distances are Euclidean / sqrt(C); density = exp(-mean squared distance to the k nearest
-    tokens, self included) plus uniform noise in [0, tiebreak_noise) as in the official code
-    (0 makes it deterministic); a token's delta is its distance to the nearest denser token
-    (the global maximum distance for the densest); the k highest delta * density are the
+    tokens, self included, rounded to 1e-4) plus uniform noise in [0, tiebreak_noise) as in
+    the official code (0 makes it deterministic; equal densities then rank by index, the
+    lower one denser); a token's delta is its distance to the nearest denser token (the
+    global maximum distance for the densest); the k highest delta * density are the
     centers (in that order); every token joins its nearest center, each center itself.
     The mean divides by (count + 1e-6), as the code does. Returns [B, k, C] in center order.
     """
@@ -81,11 +82,17 @@ def cluster_merge(x: torch.Tensor, k: int, tiebreak_noise: float = 1e-6,
     sq = (x * x).sum(dim=-1)
     dist = (sq[:, :, None] + sq[:, None, :] - 2 * x @ x.transpose(1, 2)).clamp_min(0).sqrt() / c ** 0.5
     nearest = dist.topk(k, dim=-1, largest=False).values
-    density = (-(nearest ** 2).mean(dim=-1)).exp()
+    # Near-duplicate tokens have densities equal up to fp32 noise, which a padded batch or
+    # another kernel rounds differently: compare them at 1e-4 of the exponent, ties by index
+    # (the official code breaks ties with unseeded noise instead, so every run differs).
+    level = ((nearest.float() ** 2).mean(dim=-1) * 1e4).round()
+    density = (-level / 1e4).exp().to(x.dtype)
     if tiebreak_noise:
         density = density + torch.rand(density.shape, generator=generator, dtype=density.dtype,
                                         device=density.device) * tiebreak_noise
-    denser = density[:, None, :] > density[:, :, None]                  # [i, j]: j denser than i
+    index = torch.arange(n, device=x.device)
+    tied_before = (density[:, None, :] == density[:, :, None]) & (index[None, :] < index[:, None])[None]
+    denser = (density[:, None, :] > density[:, :, None]) | tied_before   # [i, j]: j denser than i
     far = dist.flatten(1).max(dim=-1).values[:, None, None]
     delta = torch.where(denser, dist, far).min(dim=-1).values
     centers = (delta * density).topk(k, dim=-1).indices                  # [B, k]

@@ -237,13 +237,18 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     args = parser.parse_args(argv)
+    return run_build("llava_star.tiny", args.out_dir, lambda: build(args.out_dir, args.variant, args.seed, args.force))
+
+
+def run_build(prog: str, out_dir, build_call) -> int:
+    """A builder CLI's ending: print the checkpoint's path, or one line saying what is wrong."""
     try:
-        path = build(args.out_dir, args.variant, args.seed, args.force)
+        path = build_call()
     except TinyError as err:
-        print(f"llava_star.tiny: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        print(f"llava_star.tiny: error: cannot write OUT_DIR {args.out_dir}: {err}", file=sys.stderr)
+        print(f"{prog}: error: cannot write OUT_DIR {out_dir}: {err}", file=sys.stderr)
         return 2
     print(path)
     return 0

@@ -16,6 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .tiny import TinyError, run_build
+
 # LLaVA-1.5's conversation template (vicuna_v1), for the tokenizer corpus where llava is absent
 VICUNA_LINES = [
     "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
@@ -29,10 +31,6 @@ CHAT_TEMPLATE = (
     "{{ item['text'] }}{% endif %}{% endfor %}{% if message['role'] == 'user' %} {% else %}</s>{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
-
-
-class TinyError(ValueError):
-    pass
 
 
 def hf_tokenizer(out: Path, spm_path: Path):
@@ -124,16 +122,7 @@ def main(argv=None) -> int:
                         help="language model (default llama)")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     args = parser.parse_args(argv)
-    try:
-        path = build(args.out_dir, args.seed, args.force, args.text)
-    except TinyError as err:
-        print(f"llava_star.tiny_hf: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"llava_star.tiny_hf: error: cannot write OUT_DIR {args.out_dir}: {err}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+    return run_build("llava_star.tiny_hf", args.out_dir, lambda: build(args.out_dir, args.seed, args.force, args.text))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ once per session from configs, real photos, prompts through the checkpoint's own
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO / "tests"))  # tests/reference_rules.py: the host-independent reference pieces
 
 
 def photos():

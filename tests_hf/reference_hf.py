@@ -12,24 +12,15 @@ published layer indices / schedules and `scale_layer`. Batch 1.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Sequence
 
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from llava_star.methods import SPARSEVLM_SCHEDULES, scale_layer
+from llava_star.methods import SPARSEVLM_SCHEDULES
+from reference_rules import Reference, causal, density_peak_means, drop, pdrop_keeps, scaled, top  # noqa: F401  (re-exported)
 
 MERGED = -1  # grid entry of a merged (recycled) token
-
-
-@dataclass
-class Reference:
-    stage1_kept: torch.Tensor
-    decoder_kept: List[torch.Tensor] = field(default_factory=list)
-    tokens_per_layer: List[int] = field(default_factory=list)
-    merged: List[int] = field(default_factory=list)
-    image_block: Optional[torch.Tensor] = None
 
 
 # ---------------------------------------------------------------- stock building blocks
@@ -58,10 +49,6 @@ def image_features(model, px, keep=None):
     return model.model.multi_modal_projector(feats)[0]
 
 
-def causal(n: int, dtype=torch.float32):
-    return torch.full((n, n), torch.finfo(dtype).min).triu(1)[None, None]
-
-
 def run_layer(model, layer, h, pos):
     return layer(h, attention_mask=causal(h.shape[1], h.dtype), position_embeddings=lm(model).rotary_emb(h, pos))
 
@@ -80,26 +67,6 @@ def attention(model, layer, h, pos, rows=None):
     rows = torch.arange(n) if rows is None else torch.as_tensor(rows).view(-1)
     logits = q[:, :, rows] @ k.transpose(2, 3) / math.sqrt(hd) + causal(n)[:, :, rows]
     return logits.float().softmax(dim=-1).mean(dim=1)[0]
-
-
-def top(scores, k):
-    return scores.topk(k).indices.sort().values
-
-
-def scaled(layers: Sequence[int], num_layers: int) -> List[int]:
-    out = [scale_layer(l, num_layers) for l in layers]
-    for i in range(1, len(out)):
-        out[i] = max(out[i], out[i - 1] + 1)
-    return out
-
-
-def drop(h, pos, grid, vis, keep_idx, reindex: bool):
-    gone = set(vis.tolist()) - set(vis[keep_idx].tolist())
-    rows = torch.tensor([r for r in range(h.shape[1]) if r not in gone])
-    h = h[:, rows]
-    pos = torch.arange(len(rows))[None] if reindex else pos[:, rows]
-    new_vis = torch.nonzero(torch.isin(rows, vis[keep_idx])).squeeze(1)
-    return h, pos, grid[keep_idx], new_vis
 
 
 # ---------------------------------------------------------------- vision-side methods
@@ -237,27 +204,3 @@ def sparsevlm(model, ids, px, budget: int = 64, recycle: bool = True, layers=(2,
     return Reference(torch.arange(576), kept, per_layer, merged)
 
 
-def density_peak_means(x, k):
-    """DPC-kNN written out token by token (see tests/official_reference.py)."""
-    n, c = x.shape
-    d = torch.cdist(x[None], x[None])[0] / c ** 0.5
-    # densities compared at 1e-4 of the exponent, equal ones by index (the engine's documented
-    # stand-in for the official unseeded tie noise)
-    level = [round(float((d[i].sort().values[:k] ** 2).mean()) * 1e4) for i in range(n)]
-    rho = [math.exp(-lv / 1e4) for lv in level]
-    far = float(d.max())
-    denser = lambda j, i: level[j] < level[i] or (level[j] == level[i] and j < i)  # noqa: E731
-    delta = [min([float(d[i, j]) for j in range(n) if denser(j, i)], default=far) for i in range(n)]
-    score = torch.tensor([delta[i] * rho[i] for i in range(n)])
-    centers = score.topk(k).indices.tolist()
-    groups = {ci: [ci] for ci in centers}
-    for i in range(n):
-        if i not in groups:
-            groups[min(centers, key=lambda ci: float(d[ci, i]))].append(i)
-    return torch.stack([x[groups[ci]].sum(0) / (len(groups[ci]) + 1e-6) for ci in centers])
-
-
-def pdrop_keeps(budget: Optional[int], n0: int = 576) -> List[int]:
-    if budget is None:
-        return [int(n0 * r) for r in (0.5, 0.25, 0.125)]
-    return [min(n0, budget * 4), min(n0, budget * 2), budget]

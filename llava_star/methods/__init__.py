@@ -66,3 +66,16 @@ class MethodConfig:
 
 __all__ = ["MethodConfig", "StarConfig", "Method", "Knob", "Shape", "METHODS", "SPARSEVLM_SCHEDULES",
            "REFERENCE_LAYERS", "get", "names", "knobs_of", "scale_layer"]
+
+
+def plan_for(config, num_layers: int, max_tokens) -> Plan:
+    """A StarConfig / MethodConfig / Plan as the Plan for a model of `num_layers` layers, not
+    yet validated; `max_tokens(unit)` is the most patch tokens a count may refer to (a host's
+    `max_visual_tokens`)."""
+    if isinstance(config, Plan):
+        return config
+    if isinstance(config, MethodConfig):
+        return config.plan(num_layers, max_tokens(config.settings()["unit"]))
+    if isinstance(config, StarConfig):
+        return config.plan(num_layers)
+    raise TypeError(f"expected StarConfig, MethodConfig or Plan, got {type(config).__name__}")

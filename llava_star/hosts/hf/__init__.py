@@ -62,17 +62,10 @@ def _check_model(model) -> type:
 
 def resolve_plan(model, config) -> Plan:
     """A StarConfig / MethodConfig / Plan as the validated Plan for `model`."""
-    from ...methods import MethodConfig, StarConfig
+    from ...methods import plan_for
 
     num_layers = model.config.text_config.num_hidden_layers
-    if isinstance(config, Plan):
-        plan = config
-    elif isinstance(config, MethodConfig):
-        plan = config.plan(num_layers, max_visual_tokens(model, config.settings()["unit"]))
-    elif isinstance(config, StarConfig):
-        plan = config.plan(num_layers)
-    else:
-        raise TypeError(f"expected StarConfig, MethodConfig or Plan, got {type(config).__name__}")
+    plan = plan_for(config, num_layers, lambda unit: max_visual_tokens(model, unit))
     return plan.validate(num_layers, max_visual_tokens(model, plan.unit))
 
 

@@ -24,17 +24,10 @@ __all__ = ["apply_star", "remove_star", "resolve_plan", "max_visual_tokens", "im
 
 def resolve_plan(model, config) -> Plan:
     """A StarConfig / MethodConfig / Plan as the validated Plan for `model`."""
-    from ...methods import MethodConfig, StarConfig
+    from ...methods import plan_for
 
     num_layers = model.config.num_hidden_layers
-    if isinstance(config, Plan):
-        plan = config
-    elif isinstance(config, MethodConfig):
-        plan = config.plan(num_layers, max_visual_tokens(model, config.settings()["unit"]))
-    elif isinstance(config, StarConfig):
-        plan = config.plan(num_layers)
-    else:
-        raise TypeError(f"expected StarConfig, MethodConfig or Plan, got {type(config).__name__}")
+    plan = plan_for(config, num_layers, lambda unit: max_visual_tokens(model, unit))
     if plan.single_crop_only and getattr(model.config, "image_aspect_ratio", None) == "anyres":
         raise ValueError(f"{plan.name} needs one crop per image (LLaVA-1.5 layouts); this is an anyres "
                          "(LLaVA-NeXT) checkpoint")

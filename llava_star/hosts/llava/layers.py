@@ -6,10 +6,12 @@ mask (or FA2's 2-D padding mask), `position_ids` into each layer's own rotary ta
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import torch
 from transformers.cache_utils import DynamicCache
+
+from ...engine.masks import attention_mask_for
 
 
 class StarCache(DynamicCache):
@@ -46,24 +48,6 @@ class StarCache(DynamicCache):
         for store in (self.key_cache, self.value_cache, self.key_positions, self.key_valid):
             for i in range(len(store)):
                 store[i] = store[i].index_select(0, beam_idx.to(store[i].device))
-
-
-def attention_mask_for(impl: str, q_pos, k_pos, k_valid, q_len: int, dtype) -> Optional[torch.Tensor]:
-    """The mask a transformers 4.37 attention layer expects, or None when its own causal
-    handling is already right (no padding; prefill square or single-token decode), so
-    SDPA/FlashAttention take their causal fast path. Masks come from positions: key j is
-    visible to query i iff pos_j <= pos_i and j is real."""
-    no_padding = bool(k_valid.all())
-    square = q_len == k_pos.shape[1]
-    if impl == "flash_attention_2":
-        # FA2 takes a 2-D key padding mask and is causal by index, which our left-aligned,
-        # order-preserving layout satisfies.
-        return None if no_padding else k_valid.to(torch.long)
-    if no_padding and (q_len == 1 or (square and impl == "sdpa")):
-        return None
-    allowed = (k_pos[:, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
 class LlamaLayers:

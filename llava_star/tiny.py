@@ -189,13 +189,7 @@ def build(out_dir: str | os.PathLike, variant: str = "llava-v1.5", seed: int = 0
         raise TinyError(f"OUT_DIR name {out.name!r} must contain 'mistral' for --variant llava-mistral")
     if variant != "llava-mistral" and "mistral" in name:
         raise TinyError(f"OUT_DIR name {out.name!r} contains 'mistral' but --variant is {variant}")
-    if out.exists() and not out.is_dir():
-        raise TinyError(f"OUT_DIR {out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise TinyError(f"OUT_DIR {out} exists and is not empty (use --force to overwrite)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    fresh_dir(out, force)
 
     from transformers import AutoTokenizer
 
@@ -238,6 +232,17 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     args = parser.parse_args(argv)
     return run_build("llava_star.tiny", args.out_dir, lambda: build(args.out_dir, args.variant, args.seed, args.force))
+
+
+def fresh_dir(out: Path, force: bool) -> None:
+    """An empty OUT_DIR: made, or emptied with --force, else a TinyError saying why not."""
+    if out.exists() and not out.is_dir():
+        raise TinyError(f"OUT_DIR {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise TinyError(f"OUT_DIR {out} exists and is not empty (use --force to overwrite)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def run_build(prog: str, out_dir, build_call) -> int:

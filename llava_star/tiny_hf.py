@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .tiny import TinyError, run_build
+from .tiny import fresh_dir, run_build
 
 # LLaVA-1.5's conversation template (vicuna_v1), for the tokenizer corpus where llava is absent
 VICUNA_LINES = [
@@ -90,13 +90,7 @@ def build(out_dir, seed: int = 0, force: bool = False, text_kind: str = "llama")
     from .tiny import _randomize, _tokenizer_corpus, train_spm
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TinyError(f"OUT_DIR {out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise TinyError(f"OUT_DIR {out} exists and is not empty (use --force to overwrite)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    fresh_dir(out, force)
     spm_dir = out / "_train"
     spm_dir.mkdir()
     tok = hf_tokenizer(out, train_spm(spm_dir, _tokenizer_corpus(VICUNA_LINES)))

@@ -13,30 +13,17 @@ from typing import List
 import torch
 from transformers.cache_utils import DynamicCache
 
+from ...engine.cached_positions import CachedPositions
 from ...engine.masks import attention_mask_for
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
-class StarCache(DynamicCache):
+class StarCache(CachedPositions, DynamicCache):
     """A DynamicCache whose layers hold different numbers of tokens (pruned ones are never
     cached), plus for every cached token its position and whether it is real (not padding).
     Decode steps take their positions from `key_positions` (each sample's last cached
     position + 1), not from `generate`'s position ids, which count the unpruned sequence."""
-
-    def __init__(self):
-        super().__init__()
-        self.key_positions: List[torch.Tensor] = []
-        self.key_valid: List[torch.Tensor] = []
-
-    def add_token_info(self, layer_idx: int, positions: torch.Tensor, valid: torch.Tensor) -> None:
-        if len(self.key_positions) <= layer_idx:
-            self.key_positions.append(positions)
-            self.key_valid.append(valid)
-        else:
-            dev = self.key_positions[layer_idx].device
-            self.key_positions[layer_idx] = torch.cat([self.key_positions[layer_idx], positions.to(dev)], 1)
-            self.key_valid[layer_idx] = torch.cat([self.key_valid[layer_idx], valid.to(dev)], 1)
 
     def layer_lengths(self) -> List[int]:
         return [layer.get_seq_length() for layer in self.layers]
@@ -44,29 +31,17 @@ class StarCache(DynamicCache):
     def keys_of(self, layer_idx: int) -> torch.Tensor:
         return self.layers[layer_idx].keys
 
-    def next_positions(self, q: int, layer_idx: int = 0) -> torch.Tensor:
-        """[B, q] positions of q new tokens in one layer: after the last position each sample
-        holds there."""
-        last = (self.key_positions[layer_idx] * self.key_valid[layer_idx]).max(dim=1).values
-        return last[:, None] + 1 + torch.arange(q, device=last.device)
-
     def reorder_cache(self, beam_idx: torch.LongTensor):
         super().reorder_cache(beam_idx)
-        for store in (self.key_positions, self.key_valid):
-            for i in range(len(store)):
-                store[i] = store[i].index_select(0, beam_idx.to(store[i].device))
+        self.map_positions(lambda t: t.index_select(0, beam_idx.to(t.device)))
 
     def batch_repeat_interleave(self, repeats: int):
         super().batch_repeat_interleave(repeats)
-        for store in (self.key_positions, self.key_valid):
-            for i in range(len(store)):
-                store[i] = store[i].repeat_interleave(repeats, 0)
+        self.map_positions(lambda t: t.repeat_interleave(repeats, 0))
 
     def batch_select_indices(self, indices: torch.Tensor):
         super().batch_select_indices(indices)
-        for store in (self.key_positions, self.key_valid):
-            for i in range(len(store)):
-                store[i] = store[i][indices.to(store[i].device)]
+        self.map_positions(lambda t: t[indices.to(t.device)])
 
 
 def _rotate(x, cos, sin):

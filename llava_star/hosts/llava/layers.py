@@ -11,10 +11,11 @@ from typing import List
 import torch
 from transformers.cache_utils import DynamicCache
 
+from ...engine.cached_positions import CachedPositions
 from ...engine.masks import attention_mask_for
 
 
-class StarCache(DynamicCache):
+class StarCache(CachedPositions, DynamicCache):
     """DynamicCache whose layers may hold different numbers of tokens, plus for every cached
     token its original position and whether it is real (not padding).
 
@@ -22,32 +23,12 @@ class StarCache(DynamicCache):
     new input ids against its attention mask; decode steps take their positions from
     `key_positions` (each sample's last cached position + 1), not from `generate`."""
 
-    def __init__(self):
-        super().__init__()
-        self.key_positions: List[torch.Tensor] = []
-        self.key_valid: List[torch.Tensor] = []
-
-    def add_token_info(self, layer_idx: int, positions: torch.Tensor, valid: torch.Tensor) -> None:
-        if len(self.key_positions) <= layer_idx:
-            self.key_positions.append(positions)
-            self.key_valid.append(valid)
-        else:
-            self.key_positions[layer_idx] = torch.cat([self.key_positions[layer_idx], positions], 1)
-            self.key_valid[layer_idx] = torch.cat([self.key_valid[layer_idx], valid], 1)
-
     def layer_lengths(self) -> List[int]:
         return [k.shape[-2] for k in self.key_cache]
 
-    def next_positions(self, q: int, layer_idx: int = 0) -> torch.Tensor:
-        """[B, q] positions of q new tokens in one layer: after the last position each sample
-        holds there."""
-        last = (self.key_positions[layer_idx] * self.key_valid[layer_idx]).max(dim=1).values
-        return last[:, None] + 1 + torch.arange(q, device=last.device)
-
     def reorder_cache(self, beam_idx: torch.LongTensor):
-        for store in (self.key_cache, self.value_cache, self.key_positions, self.key_valid):
-            for i in range(len(store)):
-                store[i] = store[i].index_select(0, beam_idx.to(store[i].device))
+        super().reorder_cache(beam_idx)
+        self.map_positions(lambda t: t.index_select(0, beam_idx.to(t.device)))
 
 
 class LlamaLayers:

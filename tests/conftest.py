@@ -4,10 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from photos import photos  # noqa: F401  (re-exported: tests import it from conftest)
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 REPO = Path(__file__).resolve().parents[1]
@@ -35,18 +35,6 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny15(tiny_dir):
     return tiny_dir("llava-v1.5")
-
-
-def photos():
-    """Real photographs shipped with scikit-image: square and non-square."""
-    from skimage import data
-
-    return {
-        "astronaut": Image.fromarray(data.astronaut()),        # 512x512
-        "chelsea": Image.fromarray(data.chelsea()),            # 451x300 (cat)
-        "coffee": Image.fromarray(data.coffee()),              # 600x400
-        "rocket": Image.fromarray(data.rocket()),              # 427x640
-    }
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from llava_star.config import SPARSEVLM_SCHEDULES
-from reference_rules import Reference, causal, density_peak_means, drop, pdrop_keeps, scaled, top  # noqa: F401  (re-exported)
+from reference_rules import Reference, causal, density_peak_means, drop, pdrop_keeps, scaled, top, visionzip_rows  # noqa: F401  (re-exported)
 
 MERGED = -1  # grid entry of a merged (recycled) token: not a cell of the image
 
@@ -101,23 +101,7 @@ def visionzip(model, ids, px, dominant: int, contextual: int) -> Reference:
     input: projector([CLS, dominant patches ascending, contextual in target order])."""
     clip = clip_outputs(model, px)
     layer = model.get_vision_tower().vision_tower.vision_model.encoder.layers[-2]
-    hid = clip.hidden_states[-2][0]                                   # [577, C], CLS first
-    att = layer.self_attn
-    keys = att.k_proj(layer.layer_norm1(clip.hidden_states[-3][0]))
-    keys = keys.view(hid.shape[0], att.num_heads, att.head_dim).mean(1)  # [577, head_dim]
-    dom = clip.attentions[-2][0, :, 0, 1:].sum(0).topk(dominant - 1).indices.sort().values
-    rest = torch.tensor([p for p in range(hid.shape[0] - 1) if p not in set(dom.tolist())])
-    unit = [keys[1 + p] / keys[1 + p].norm() for p in rest.tolist()]
-    step = max(1, len(rest) // contextual)
-    targets = list(range(0, len(rest), step))[:contextual]
-    joined = {t: [] for t in targets}
-    for i in range(len(rest)):
-        if i in joined:
-            continue
-        sims = [float(unit[i] @ unit[t]) for t in targets]
-        joined[targets[sims.index(max(sims))]].append(hid[1 + rest[i]])
-    ctx = [hid[1 + rest[t]] + (torch.stack(joined[t]).mean(0) if joined[t] else 0) for t in targets]
-    rows = torch.cat([hid[:1], hid[1 + dom], torch.stack(ctx)])
+    dom, rows = visionzip_rows(clip, layer, dominant, contextual)
     block = model.get_model().mm_projector(rows[None])[0]
     n_layers = len(model.get_model().layers)
     return Reference(dom, [], [dominant + contextual] * n_layers, [contextual], block)

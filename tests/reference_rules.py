@@ -78,3 +78,27 @@ def pdrop_keeps(budget: Optional[int], n0: int = 576) -> List[int]:
     if budget is None:
         return [int(n0 * r) for r in (0.5, 0.25, 0.125)]
     return [min(n0, budget * 4), min(n0, budget * 2), budget]
+
+
+def visionzip_rows(clip, layer, dominant: int, contextual: int):
+    """VisionZip's rule on CLIP outputs (hidden states and attentions of every layer) and the
+    select layer `layer`: the dominant patches (CLS attention, heads summed, top D-1,
+    ascending) and the rows the projector gets: [CLS, dominant, contextual in target order]."""
+    hid = clip.hidden_states[-2][0]
+    att = layer.self_attn
+    keys = att.k_proj(layer.layer_norm1(clip.hidden_states[-3][0]))
+    keys = keys.view(hid.shape[0], att.num_heads, att.head_dim).mean(1)
+    dom = clip.attentions[-2][0, :, 0, 1:].sum(0).topk(dominant - 1).indices.sort().values
+    rest = torch.tensor([p for p in range(hid.shape[0] - 1) if p not in set(dom.tolist())])
+    unit = [keys[1 + p] / keys[1 + p].norm() for p in rest.tolist()]
+    step = max(1, len(rest) // contextual)
+    targets = list(range(0, len(rest), step))[:contextual]
+    joined = {t: [] for t in targets}
+    for i in range(len(rest)):
+        if i in joined:
+            continue
+        sims = [float(unit[i] @ unit[t]) for t in targets]
+        joined[targets[sims.index(max(sims))]].append(hid[1 + rest[i]])
+    ctx = [hid[1 + rest[t]] + (torch.stack(joined[t]).mean(0) if joined[t] else 0) for t in targets]
+    rows = torch.cat([hid[:1], hid[1 + dom], torch.stack(ctx)])
+    return dom, rows

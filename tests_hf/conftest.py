@@ -8,22 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 REPO = Path(__file__).resolve().parents[1]
-sys.path.append(str(REPO / "tests"))  # tests/reference_rules.py: the host-independent reference pieces
-
-
-def photos():
-    from skimage import data
-
-    return {
-        "astronaut": Image.fromarray(data.astronaut()),        # 512x512
-        "chelsea": Image.fromarray(data.chelsea()),            # 451x300 (cat)
-        "coffee": Image.fromarray(data.coffee()),              # 600x400
-        "rocket": Image.fromarray(data.rocket()),              # 427x640
-    }
+sys.path.append(str(REPO / "tests"))  # tests/reference_rules.py, tests/photos.py: shared with the llava host
+from photos import photos  # noqa: E402  (tests/ is on the path now)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from llava_star.config import SPARSEVLM_SCHEDULES
-from reference_rules import Reference, causal, density_peak_means, drop, pdrop_keeps, scaled, top, visionzip_rows  # noqa: F401  (re-exported)
+from reference_rules import Reference, causal, drop, pdrop_keeps, scaled, sparsevlm_keep, top, visionzip_rows  # noqa: F401  (re-exported)
 
 MERGED = -1  # grid entry of a merged (recycled) token: not a cell of the image
 
@@ -218,15 +218,7 @@ def sparse_stage(ranker, h_in, pos_in, out, start, grid, raters, keep_n, recycle
     else:
         rows = text + raters
     s = attention(ranker, h_in, pos_in, rows=rows)[:, start:text].mean(0)
-    keep = top(s, min(keep_n, n_vis - 1))
-    gone = torch.tensor([j for j in range(n_vis) if j not in set(keep.tolist())], dtype=torch.long)
-    new, c = [out[0, start + keep]], 0
-    if recycle and len(gone):
-        n_rec = int(len(gone) * 0.3) + 1
-        pick = gone[s[gone].topk(n_rec).indices]
-        c = int(n_rec / 10) + 1
-        new.append(density_peak_means(out[0, start + pick], c))
-    out = torch.cat([out[:, :start], torch.cat(new)[None], out[:, text:]], dim=1)
+    out, keep, c = sparsevlm_keep(out, s, start, n_vis, keep_n, recycle)
     if reindex:
         pos = torch.arange(out.shape[1])[None]
     else:

@@ -102,3 +102,19 @@ def visionzip_rows(clip, layer, dominant: int, contextual: int):
     ctx = [hid[1 + rest[t]] + (torch.stack(joined[t]).mean(0) if joined[t] else 0) for t in targets]
     rows = torch.cat([hid[:1], hid[1 + dom], torch.stack(ctx)])
     return dom, rows
+
+
+def sparsevlm_keep(out, s, start: int, n_vis: int, keep_n: int, recycle: bool):
+    """SparseVLM's pruning of a ranking layer's output: keep the top min(keep_n, n - 1)
+    visual rows by score s; recycle the top 30% (+1) of the dropped by score into int(n/10)+1
+    DPC-kNN means placed after the kept rows. -> (out, kept indices, merged count)."""
+    text = start + n_vis
+    keep = top(s, min(keep_n, n_vis - 1))
+    gone = torch.tensor([j for j in range(n_vis) if j not in set(keep.tolist())], dtype=torch.long)
+    new, c = [out[0, start + keep]], 0
+    if recycle and len(gone):
+        n_rec = int(len(gone) * 0.3) + 1
+        pick = gone[s[gone].topk(n_rec).indices]
+        c = int(n_rec / 10) + 1
+        new.append(density_peak_means(out[0, start + pick], c))
+    return torch.cat([out[:, :start], torch.cat(new)[None], out[:, text:]], dim=1), keep, c

@@ -6,22 +6,11 @@ import sys
 import pytest
 
 from conftest import REPO
-
-PROBE = """
-import runpy, sys
-sys.argv = [{module!r}, "--help"]
-try:
-    runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
-except SystemExit as e:
-    assert e.code == 0, e.code
-print("HEAVY:" + ",".join(m for m in ("torch", "transformers", "llava") if m in sys.modules))
-"""
-
+from help_probe import run_help
 
 @pytest.mark.parametrize("module", ["llava_star.tiny_hf", "llava_star.convert_hf"])
 def test_help_imports_nothing_heavy(module):
-    out = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], capture_output=True, text=True,
-                         cwd=REPO, timeout=60)
+    out, _ = run_help(module, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "HEAVY:"
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from skimage import data
 
-from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
-from llava.conversation import conv_templates
+from llava.constants import IMAGE_TOKEN_INDEX
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava_star import MethodConfig, apply_star, load_pretrained_model
+from llava_star.prompting import build_prompt
 
 CHANGES = [("pdrop", 58, {}, {"positions": "original"}),
            ("sparsevlm", 64, {"recycle": False}, {"recycle": False, "positions": "original"}),
@@ -25,10 +25,7 @@ QUESTION = "What is in the image? Describe the main object and its colour."
 
 def kept_sets(model, tok, proc, cfg):
     apply_star(model, cfg)
-    conv = conv_templates["vicuna_v1"].copy()
-    conv.append_message(conv.roles[0], DEFAULT_IMAGE_TOKEN + "\n" + QUESTION)
-    conv.append_message(conv.roles[1], None)
-    ids = tokenizer_image_token(conv.get_prompt(), tok, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
+    ids = tokenizer_image_token(build_prompt(QUESTION, "vicuna_v1"), tok, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
     out = []
     for photo in (data.astronaut(), data.chelsea(), data.coffee(), data.rocket()):
         image = Image.fromarray(photo)

@@ -65,14 +65,12 @@ def photos():
 
 
 def prompt_ids(tokenizer, question):
-    from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
-    from llava.conversation import conv_templates
+    from llava.constants import IMAGE_TOKEN_INDEX
     from llava.mm_utils import tokenizer_image_token
 
-    conv = conv_templates["vicuna_v1"].copy()
-    conv.append_message(conv.roles[0], DEFAULT_IMAGE_TOKEN + "\n" + question)
-    conv.append_message(conv.roles[1], None)
-    return tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+    from llava_star.prompting import build_prompt
+
+    return tokenizer_image_token(build_prompt(question, "vicuna_v1"), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
 
 
 def pixels(model, processor, images):

@@ -9,11 +9,59 @@
     out = model.generate(**processor(images=image, text=prompt, return_tensors="pt"), max_new_tokens=32)
     model.star_record[0].final_kept     # the same PruneRecord as the llava host
 
-Needs no llava-torch. See llava_star/hosts/hf/.
+`LlavaNextForConditionalGeneration` (LLaVA-NeXT, anyres) works the same way. Needs no
+llava-torch. See llava_star/hosts/hf/.
 """
+from __future__ import annotations
+
+import os
+from typing import Optional
+
 from .hosts.hf import StarCache, apply_star, max_visual_tokens, remove_star, resolve_plan
 
 apply = apply_star
 remove = remove_star
 
-__all__ = ["apply", "remove", "apply_star", "remove_star", "resolve_plan", "max_visual_tokens", "StarCache"]
+__all__ = ["apply", "remove", "apply_star", "remove_star", "resolve_plan", "max_visual_tokens", "StarCache",
+           "load_pretrained"]
+
+
+def load_pretrained(model_path: str, star=None, device: Optional[str] = None, dtype=None,
+                    attn_implementation: Optional[str] = None, **kwargs):
+    """(processor, model) of a llava-hf checkpoint directory, the class picked from its
+    config.json (LlavaForConditionalGeneration or LlavaNextForConditionalGeneration), eval mode,
+    with `star` (a MethodConfig / StarConfig / Plan) applied when given. `device`: "cuda" where
+    CUDA is available, else "cpu"; fp32 on CPU, fp16 on CUDA unless `dtype` says otherwise.
+    Other keyword arguments go to `from_pretrained` (device_map=..., for example)."""
+    import json
+
+    import torch
+    import transformers
+    from transformers import AutoProcessor
+
+    from .hosts import HF_MODEL_TYPES
+
+    path = os.path.expanduser(model_path)
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"--model-path {model_path}: no config.json (a llava-hf checkpoint directory)")
+    model_type = json.loads(open(config).read()).get("model_type")
+    if model_type not in HF_MODEL_TYPES:
+        raise ValueError(f"--model-path {model_path}: model_type {model_type!r} is not a llava-hf checkpoint "
+                         f"({', '.join(HF_MODEL_TYPES)}); haotian-liu/LLaVA checkpoints load with --host llava")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available here (use device='cpu')")
+    if dtype is None:
+        dtype = torch.float32 if str(device) == "cpu" else torch.float16
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    cls = getattr(transformers, HF_MODEL_TYPES[model_type])
+    model = cls.from_pretrained(path, dtype=dtype, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(device)
+    model.eval()
+    if star is not None:
+        apply_star(model, star)
+    return AutoProcessor.from_pretrained(path), model

@@ -1,1 +1,45 @@
-"""Hosts: the model libraries the engine attaches to. `llava` is llava-torch 1.2.2."""
+"""Hosts: the model libraries the engine attaches to. `llava` is llava-torch 1.2.2 (haotian-liu/LLaVA
+checkpoints, transformers 4.37); `hf` is transformers 5's own LLaVA classes (llava-hf checkpoints).
+
+`host_of(model_path)` tells which one a checkpoint directory is for, from its config.json alone
+(no torch, no transformers), so the tools can take `--host auto`."""
+from __future__ import annotations
+
+import json
+import os
+
+HOSTS = ("llava", "hf")
+# transformers' model_type of the llava-hf classes the hf host drives
+HF_MODEL_TYPES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
+
+
+class HostError(ValueError):
+    pass
+
+
+def host_of(model_path: str) -> str:
+    """"hf" for a llava-hf checkpoint (config.json model_type llava / llava_next), "llava" for a
+    haotian-liu/LLaVA one (llava_llama, llava_mistral, ...). A hub id or a directory without a
+    readable config.json is taken as llava's (its builder reports what is wrong)."""
+    config = os.path.join(os.path.expanduser(model_path), "config.json")
+    try:
+        with open(config) as f:
+            model_type = json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return "llava"
+    return "hf" if model_type in HF_MODEL_TYPES else "llava"
+
+
+def resolve_host(host: str, model_path: str) -> str:
+    """`--host auto|llava|hf` against a checkpoint: auto picks by config.json; an explicit
+    choice that contradicts it is a one-line error naming the flag."""
+    if host not in HOSTS + ("auto",):
+        raise HostError(f"--host {host!r}: choose auto, llava or hf")
+    found = host_of(model_path)
+    if host == "auto":
+        return found
+    if host != found and os.path.isfile(os.path.join(os.path.expanduser(model_path), "config.json")):
+        layout = "a llava-hf" if found == "hf" else "a haotian-liu/LLaVA"
+        raise HostError(f"--host {host}: --model-path {model_path} is {layout} checkpoint (use --host {found} "
+                        "or --host auto)")
+    return host

@@ -1,12 +1,13 @@
-"""Tiny random-weight llava-hf checkpoints (transformers' `LlavaForConditionalGeneration`),
-built offline from configs, deterministic per seed.
+"""Tiny random-weight llava-hf checkpoints (transformers' `LlavaForConditionalGeneration`, or
+`LlavaNextForConditionalGeneration` with `--variant llava-next`), built offline from configs,
+deterministic per seed.
 
-    python -m llava_star.tiny_hf OUT_DIR [--seed N] [--force]
+    python -m llava_star.tiny_hf OUT_DIR [--variant llava-1.5|llava-next] [--text llama|mistral] [--seed N] [--force]
 
 The same geometry as `llava_star.tiny` (336 px, patch 14: 576 patches + CLS, select layer -2,
-the same tiny widths and weight scales), in the llava-hf layout: one directory that
-`LlavaForConditionalGeneration.from_pretrained` and `AutoProcessor.from_pretrained` load, with
-the project's sentencepiece tokenizer plus the `<image>` placeholder token.
+the same tiny widths and weight scales; NeXT: the same anyres pinpoints), in the llava-hf
+layout: one directory that `from_pretrained` and `AutoProcessor.from_pretrained` load, with the
+project's sentencepiece tokenizer plus the `<image>` placeholder token.
 """
 from __future__ import annotations
 
@@ -50,10 +51,13 @@ def hf_tokenizer(out: Path, spm_path: Path):
     return tok
 
 
-def hf_config(vocab_size: int, image_token_id: int, text_kind: str = "llama"):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, MistralConfig
+VARIANTS = ("llava-1.5", "llava-next")
 
-    from .tiny import CLIP_GEOMETRY, LM_GEOMETRY
+
+def hf_config(vocab_size: int, image_token_id: int, text_kind: str = "llama", variant: str = "llava-1.5"):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaNextConfig, MistralConfig
+
+    from .tiny import CLIP_GEOMETRY, LM_GEOMETRY, NEXT_PINPOINTS
 
     vision = CLIPVisionConfig(**CLIP_GEOMETRY, hidden_act="quick_gelu")
     common = dict(vocab_size=vocab_size, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0,
@@ -62,31 +66,41 @@ def hf_config(vocab_size: int, image_token_id: int, text_kind: str = "llama"):
         text = MistralConfig(num_key_value_heads=2, sliding_window=None, rope_theta=1000000.0, **common)
     else:
         text = LlamaConfig(num_key_value_heads=LM_GEOMETRY["num_attention_heads"], rope_theta=10000.0, **common)
-    return LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token_id,
-                       projector_hidden_act="gelu", vision_feature_layer=-2,
-                       vision_feature_select_strategy="default", image_seq_length=576,
-                       multimodal_projector_bias=True, tie_word_embeddings=False)
+    common = dict(vision_config=vision, text_config=text, image_token_index=image_token_id,
+                  projector_hidden_act="gelu", vision_feature_layer=-2, vision_feature_select_strategy="default",
+                  image_seq_length=576, multimodal_projector_bias=True, tie_word_embeddings=False)
+    if variant == "llava-next":
+        return LlavaNextConfig(image_grid_pinpoints=NEXT_PINPOINTS, **common)
+    return LlavaConfig(**common)
 
 
-def processor_for(tokenizer, mean=None, std=None):
-    from transformers import LlavaProcessor
+def processor_for(tokenizer, mean=None, std=None, pinpoints=None):
+    """LLaVA-1.5's processor, or with `pinpoints` LLaVA-NeXT's (anyres)."""
+    from transformers import LlavaNextProcessor, LlavaProcessor
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     from .tiny import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-    images = LlavaImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
-                                    image_mean=mean or OPENAI_CLIP_MEAN, image_std=std or OPENAI_CLIP_STD,
-                                    do_pad=True)
-    return LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=14,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          chat_template=CHAT_TEMPLATE)
+    common = dict(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+                  image_mean=mean or OPENAI_CLIP_MEAN, image_std=std or OPENAI_CLIP_STD, do_pad=True)
+    if pinpoints is not None:
+        images, cls = LlavaNextImageProcessorPil(image_grid_pinpoints=pinpoints, **common), LlavaNextProcessor
+    else:
+        images, cls = LlavaImageProcessorPil(**common), LlavaProcessor
+    return cls(image_processor=images, tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
+               num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
 
 
-def build(out_dir, seed: int = 0, force: bool = False, text_kind: str = "llama") -> Path:
+def build(out_dir, seed: int = 0, force: bool = False, text_kind: str = "llama", variant: str = "llava-1.5") -> Path:
     """Write a complete tiny llava-hf checkpoint (model, tokenizer, processor) to `out_dir`."""
     import torch
-    from transformers import LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
+    from .tiny import NEXT_PINPOINTS, TinyError
+
+    if variant not in VARIANTS:
+        raise TinyError(f"unknown --variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     from .tiny import _randomize, _tokenizer_corpus, train_spm
 
     out = Path(out_dir)
@@ -97,12 +111,14 @@ def build(out_dir, seed: int = 0, force: bool = False, text_kind: str = "llama")
     shutil.rmtree(spm_dir)
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(hf_config(len(tok), image_id, text_kind))
+    next_ = variant == "llava-next"
+    cls = LlavaNextForConditionalGeneration if next_ else LlavaForConditionalGeneration
+    model = cls(hf_config(len(tok), image_id, text_kind, variant))
     _randomize(model, seed + 1)
     model.generation_config.do_sample = False
     model.save_pretrained(out)
-    processor_for(tok).save_pretrained(out)
-    (out / "llava_star_tiny.json").write_text(json.dumps({"variant": "llava-hf", "seed": seed,
+    processor_for(tok, pinpoints=NEXT_PINPOINTS if next_ else None).save_pretrained(out)
+    (out / "llava_star_tiny.json").write_text(json.dumps({"variant": f"{variant}-hf", "seed": seed,
                                                           "text": text_kind}) + "\n")
     return out
 
@@ -112,11 +128,14 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", metavar="OUT_DIR", help="where to write the checkpoint")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    parser.add_argument("--variant", choices=VARIANTS, default="llava-1.5",
+                        help="LLaVA-1.5 (LlavaForConditionalGeneration) or LLaVA-NeXT (anyres; default llava-1.5)")
     parser.add_argument("--text", choices=("llama", "mistral"), default="llama",
                         help="language model (default llama)")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     args = parser.parse_args(argv)
-    return run_build("llava_star.tiny_hf", args.out_dir, lambda: build(args.out_dir, args.seed, args.force, args.text))
+    return run_build("llava_star.tiny_hf", args.out_dir, lambda: build(args.out_dir, args.seed, args.force, args.text,
+                                                                         args.variant))
 
 
 if __name__ == "__main__":

@@ -27,17 +27,19 @@ def tiny_hf(tmp_path_factory):
     return str(build(tmp_path_factory.mktemp("tiny") / "llava-hf-tiny", seed=0))
 
 
-def load(path: str, attn: str = "sdpa", star=None):
-    """(processor, model) via from_pretrained; `star`: a MethodConfig to apply."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+@pytest.fixture(scope="session")
+def tiny_hf_next(tmp_path_factory):
+    from llava_star.tiny_hf import build
 
+    return str(build(tmp_path_factory.mktemp("tiny") / "llava-next-hf-tiny", seed=0, variant="llava-next"))
+
+
+def load(path: str, attn: str = "sdpa", star=None):
+    """(processor, model) via llava_star.hf.load_pretrained (from_pretrained of the class the
+    checkpoint's config names), fp32 on CPU; `star`: a MethodConfig to apply."""
     import llava_star.hf
 
-    proc = AutoProcessor.from_pretrained(path)
-    model = LlavaForConditionalGeneration.from_pretrained(path, attn_implementation=attn).eval()
-    if star is not None:
-        llava_star.hf.apply(model, star)
-    return proc, model
+    return llava_star.hf.load_pretrained(path, star=star, device="cpu", attn_implementation=attn)
 
 
 def prompt(question: str) -> str:
@@ -68,8 +70,9 @@ def uncached_greedy(model, batch, n):
     out = []
     with torch.no_grad(), hooks(model, selector=recorded.replay()):
         for _ in range(n):
+            extra = {k: batch[k] for k in ("image_sizes",) if k in batch}  # NeXT
             logits = model(input_ids=ids, attention_mask=mask, pixel_values=batch["pixel_values"],
-                           use_cache=False).logits
+                           use_cache=False, **extra).logits
             nxt = logits[:, -1].argmax(-1, keepdim=True)
             out.append(nxt)
             ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)

@@ -17,7 +17,7 @@ def test_help_imports_nothing_heavy(module):
 
 def test_convert_refuses_bad_sources_in_one_line(tmp_path, tiny_hf):
     for src, message in ((tmp_path / "nothing", "has no config.json"),
-                         (tiny_hf, "model_type 'llava'; only LLaVA-1.5 \\(llava_llama\\)")):
+                         (tiny_hf, "model_type 'llava'; only llava-torch checkpoints \\(llava_llama, llava_mistral\\)")):
         out = subprocess.run([sys.executable, "-m", "llava_star.convert_hf", str(src), str(tmp_path / "dst")],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
         assert out.returncode == 2

@@ -13,13 +13,15 @@ def _default(knob) -> str:
 
 
 def hosts(name: str) -> str:
-    """Where the method runs: the llava host (llava-torch, LLaVA-1.5 and NeXT) and the hf host
-    (transformers' LlavaForConditionalGeneration, LLaVA-1.5). Plans with merged or CLS tokens
-    from the vision stage need one crop per image, so not NeXT."""
+    """Where the method runs: the llava host (llava-torch) and the hf host (transformers'
+    LlavaForConditionalGeneration / LlavaNextForConditionalGeneration), each on LLaVA-1.5 and
+    NeXT. Plans with merged or CLS tokens from the vision stage need one crop per image, so not
+    NeXT (both hosts refuse them there)."""
     from . import MethodConfig
 
     single = MethodConfig.from_name(name).plan(REFERENCE_LAYERS).single_crop_only
-    return f"llava: yes ({'1.5' if single else '1.5, NeXT'})<br>hf: yes (1.5)"
+    models = "1.5" if single else "1.5, NeXT"
+    return f"llava: yes ({models})<br>hf: yes ({models})"
 
 
 def markdown() -> str:

@@ -1,5 +1,6 @@
-"""The transformers-native host: transformers' own `LlavaForConditionalGeneration` (llava-hf
-checkpoints) on transformers 5.x, without llava-torch.
+"""The transformers-native host: transformers' own `LlavaForConditionalGeneration` (LLaVA-1.5)
+and `LlavaNextForConditionalGeneration` (LLaVA-NeXT, anyres) on transformers 5.x, llava-hf
+checkpoints, without llava-torch.
 
     from transformers import AutoProcessor, LlavaForConditionalGeneration
     from llava_star import MethodConfig
@@ -22,33 +23,43 @@ from ...engine.decoder import DecoderPruner
 from ...engine.plan import Plan
 from ...engine.seams import Hooks
 from .layers import SUPPORTED_ATTENTION, StarCache
-from .model import STAR_CLASS, StarLlavaForConditionalGeneration, num_patches
+from .model import (STAR_CLASS, StarLlavaForConditionalGeneration, StarLlavaNextForConditionalGeneration,
+                    num_patches)
 
 __all__ = ["apply_star", "remove_star", "resolve_plan", "max_visual_tokens", "StarCache",
-           "StarLlavaForConditionalGeneration"]
+           "StarLlavaForConditionalGeneration", "StarLlavaNextForConditionalGeneration"]
 
 _ATTRS = ("star_plan", "star_pruner", "star_hooks", "star_record")
 
 
+def is_next(model) -> bool:
+    return hasattr(model.config, "image_grid_pinpoints")
+
+
 def max_visual_tokens(model, unit: str = "image") -> int:
-    """Visual tokens of one LLaVA-1.5 image: the CLIP grid (576 at 336 px, patch 14)."""
-    return num_patches(model)
+    """The most patch tokens a count can refer to: one crop's CLIP grid (576 at 336 px, patch
+    14) for LLaVA-1.5 and per-crop budgets; for whole-image budgets on NeXT, the base image plus
+    the crops of the largest grid (before unpad), as on the llava host."""
+    P = num_patches(model)
+    if unit == "crop" or not is_next(model):
+        return P
+    side = model.config.vision_config.image_size
+    grid = max(((h // side) * (w // side) for h, w in model.config.image_grid_pinpoints), default=0)
+    return P * (1 + grid)
 
 
 def _check_model(model) -> type:
     base = next((c for c in STAR_CLASS if type(model) is c), None)
     if base is None:
-        if type(model).__name__ == "LlavaNextForConditionalGeneration":
-            raise ValueError("the hf host supports LlavaForConditionalGeneration (LLaVA-1.5) only; "
-                             "LLaVA-NeXT (anyres) runs on the llava host (llava_star.load_pretrained_model)")
-        raise TypeError(f"apply_star needs a transformers LlavaForConditionalGeneration, got {type(model).__name__}")
+        raise TypeError("apply_star needs a transformers LlavaForConditionalGeneration or "
+                        f"LlavaNextForConditionalGeneration, got {type(model).__name__}")
     cfg = model.config
     if not isinstance(cfg.vision_feature_layer, int):
         raise ValueError(f"vision_feature_layer {cfg.vision_feature_layer!r}: the vision stage scores one CLIP "
                          "layer, so it needs a single int layer (LLaVA-1.5 uses -2)")
     if cfg.vision_feature_select_strategy != "default":
         raise ValueError(f"vision_feature_select_strategy {cfg.vision_feature_select_strategy!r}: the hf host "
-                         "supports 'default' (patch tokens only, as LLaVA-1.5)")
+                         "supports 'default' (patch tokens only, as LLaVA-1.5 and NeXT)")
     if type(model.model.vision_tower).__name__ != "CLIPVisionModel":
         raise ValueError(f"the vision stage runs on a CLIP tower, got {type(model.model.vision_tower).__name__}")
     impl = cfg.text_config._attn_implementation
@@ -66,6 +77,9 @@ def resolve_plan(model, config) -> Plan:
 
     num_layers = model.config.text_config.num_hidden_layers
     plan = plan_for(config, num_layers, lambda unit: max_visual_tokens(model, unit))
+    if plan.single_crop_only and is_next(model):
+        raise ValueError(f"{plan.name} needs one crop per image (LLaVA-1.5 layouts); this is a "
+                         "LlavaNextForConditionalGeneration (anyres) model")
     return plan.validate(num_layers, max_visual_tokens(model, plan.unit))
 
 
@@ -80,7 +94,7 @@ def _rebind_hooked_forward(model, cls) -> None:
 
 
 def apply_star(model, config: Union["StarConfig", "MethodConfig", Plan]):  # noqa: F821
-    """Convert a loaded `LlavaForConditionalGeneration` in place so it prunes by `config`;
+    """Convert a loaded `LlavaForConditionalGeneration` / `LlavaNextForConditionalGeneration` in place so it prunes by `config`;
     returns the model. Applying again replaces the plan; `remove_star` gives the stock model back."""
     hooks = getattr(model, "star_hooks", None)
     if type(model) in STAR_CLASS.values():

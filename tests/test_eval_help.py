@@ -39,6 +39,8 @@ def test_help_imports_nothing_heavy_and_is_fast(name):
     assert "usage:" in p.stdout
     assert p.stdout.strip().splitlines()[-1] == "HEAVY:", f"{name} --help imported {p.stdout.splitlines()[-1]}"
     assert wall < WALL_LIMIT_S, f"{name} --help took {wall:.1f} s"
+    if module.startswith("llava_star.eval.model_vqa"):  # the runners take llava's and llava-hf checkpoints
+        assert "--host {auto,llava,hf}" in p.stdout
 
 
 def test_conv_mode_for_prints_the_template_for_the_scripts():

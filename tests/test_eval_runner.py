@@ -103,7 +103,7 @@ def test_help(module, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--model-path", "--question-file", "--method", "--budget", "--device", "--batch-size",
-                 "--attn-implementation", "--no-resume", "--skip-bad-images", "--limit"):
+                 "--attn-implementation", "--no-resume", "--skip-bad-images", "--limit", "--host"):
         assert flag in out
 
 
@@ -413,6 +413,23 @@ def test_bad_flags_stop_before_the_model_loads(qdir, tmp_path, capsys):
     rc, err = run("model_vqa_loader", *args, capsys=capsys)  # the model does not load
     assert rc == 2 and "--model-path" in err
     assert not (tmp_path / "a.jsonl").exists()  # no empty answers file left behind
+
+
+def test_host_errors_are_one_line_before_the_model_loads(tiny15, qdir, tmp_path, capsys):
+    """--host hf on llava's checkpoint, --host llava on a llava-hf one, and a llava-hf checkpoint
+    (auto: hf) in this transformers-4.37 environment: one line each, naming the way out. The
+    hf run itself is tests_hf/test_hf_eval.py (.venv-hf)."""
+    hf_dir = tmp_path / "llava-hf"
+    write_json(hf_dir / "config.json", {"model_type": "llava"})
+    args = ["--question-file", qdir / "questions.jsonl", "--image-folder", qdir / "images",
+            "--answers-file", tmp_path / "a.jsonl", "--device", "cpu"]
+    for model, host, needle in ((tiny15, "hf", "--host hf: --model-path "),
+                                (hf_dir, "llava", "--host llava: --model-path "),
+                                (hf_dir, "auto", "--host hf needs transformers 5 (this environment has 4.37.2): "
+                                                 "run it with .venv-hf/bin/python")):
+        rc, err = run("model_vqa_loader", "--model-path", model, "--host", host, *args, capsys=capsys)
+        assert rc == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "a.jsonl").exists()
 
 
 def test_resume_refuses_a_file_that_is_not_an_answers_file(qdir, tmp_path, capsys):

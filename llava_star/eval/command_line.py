@@ -41,10 +41,15 @@ def build_parser(prog: str, description: str, *, question_file: str, conv_mode: 
     _add_own_flags(p.add_argument_group("llava-star"), num_workers)
     add_model_args(p.add_argument_group("model"))
     add_method_args(p)
+    p.set_defaults(default_conv_mode=conv_mode)  # the hf host tells a chosen --conv-mode from this one
     return p
 
 
 def _add_own_flags(o, num_workers: int) -> None:
+    o.add_argument("--host", default="auto", choices=("auto", "llava", "hf"),
+                   help="the library that runs the checkpoint: llava (llava-torch, haotian-liu/LLaVA "
+                        "checkpoints, .venv) or hf (transformers 5, llava-hf checkpoints, .venv-hf); "
+                        "default auto: read from the checkpoint's config.json")
     o.add_argument("--device", default=None,
                    help="cuda (fp16, llava's builder) or cpu (fp32); default: cuda if available, else cpu")
     o.add_argument("--batch-size", type=int, default=1,
@@ -92,19 +97,43 @@ def _at_least(args, flag: str, low: int) -> None:
         raise InputError(f"{flag} must be at least {low}, got {value}")
 
 
-def check_args(args) -> None:
+def choose_host(args) -> str:
+    """--host resolved against --model-path (auto: its config.json); a contradiction is one line."""
+    from llava_star.hosts import HostError, resolve_host
+
+    try:
+        return resolve_host(args.host, args.model_path)
+    except HostError as e:
+        raise InputError(str(e)) from None
+
+
+def require_llava() -> None:
+    """The llava host needs llava-torch, which .venv-hf (the hf host's environment) lacks."""
+    from importlib.util import find_spec
+
+    if find_spec("llava") is None:
+        raise InputError("--host llava (haotian-liu/LLaVA checkpoints) needs llava-torch, which this environment "
+                         "lacks: run it with .venv/bin/python (created by: bash scripts/setup.sh)")
+
+
+def check_counts(args) -> None:
     for flag, low in (("--num-chunks", 1), ("--batch-size", 1), ("--num-workers", 0),
                       ("--max_new_tokens", 1), ("--num_beams", 1), ("--limit", 1)):
         _at_least(args, flag, low)
     if not 0 <= args.chunk_idx < args.num_chunks:
         raise InputError(f"--chunk-idx must be in 0..{args.num_chunks - 1} (--num-chunks {args.num_chunks}), "
                          f"got {args.chunk_idx}")
+
+
+def check_args(args) -> None:
+    """The llava host's checks (the hf host's are in hf_side.check_args)."""
+    check_counts(args)
     check_conv_mode(args.conv_mode)
-    args.device = _device(args.device)
+    args.device = device_for(args.device)
     args.method_config = method_config(args)
 
 
-def _device(device):
+def device_for(device):
     import torch
 
     if device is None:

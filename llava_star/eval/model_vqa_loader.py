@@ -11,7 +11,9 @@ processing (RGB, llava's process_images) and the answers file are llava's; `meta
 the pruning record of the question: method, budget, visual_tokens (before pruning),
 stage1_kept, final_kept, t_eq (unpruned counts for --method none). Re-running resumes (only
 with the settings that made the file: <answers>.settings.json); see
-llava_star/eval/answers_file.py for the guarantees.
+llava_star/eval/answers_file.py for the guarantees. A llava-hf checkpoint runs on the hf host
+(--host auto or hf; transformers 5, .venv-hf): prompts and images then go through its own
+processor and chat template, into the same answers file (llava_star/eval/hf_side.py).
 """
 from __future__ import annotations
 

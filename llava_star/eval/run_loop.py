@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import generation, run_settings
 from .answers_file import AnswerWriter, SkipLog, limited_path
-from .command_line import check_args, check_conv_mode
-from .generation import PromptTooLong, Prepared, prepare_item
+from .command_line import check_args, check_conv_mode, choose_host, require_llava
+from .generation import PromptTooLong, Prepared
 from .inputs import InputError
 from .questions import Item, check_images, check_unique, first_questions, get_chunk
+
+
+BASE57 = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"  # shortuuid's alphabet
 
 
 class Interrupted(Exception):
@@ -23,9 +27,16 @@ class Interrupted(Exception):
 def run(args, items: List[Item], question_path: str, gen_kwargs: Callable[[Any], Dict[str, Any]],
         prog: str, adjust_conv_mode: Optional[Callable[[Any, str], None]] = None) -> int:
     """Validate, then answer every pending question of this chunk. Returns the exit status."""
-    from llava.mm_utils import get_model_name_from_path
+    args.host = choose_host(args)
+    if args.host == "llava":
+        require_llava()
+        from llava.mm_utils import get_model_name_from_path
 
-    check_args(args)
+        check_args(args)
+    else:
+        from llava_star.prompting import model_name_for as get_model_name_from_path
+
+        model_side(args.host).check_args(args)
     check_unique(items, question_path, args.allow_duplicate_ids)
     chunk = get_chunk(first_questions(items, args.limit), args.num_chunks, args.chunk_idx, question_path)
     answers_file = limited_path(os.path.expanduser(args.answers_file), args.limit)
@@ -33,7 +44,7 @@ def run(args, items: List[Item], question_path: str, gen_kwargs: Callable[[Any],
     if any(it.image is not None for it in chunk) and not os.path.isdir(folder or "."):
         raise InputError(f"--image-folder {args.image_folder}: no such directory")
     model_name = get_model_name_from_path(os.path.expanduser(args.model_path))
-    if adjust_conv_mode is not None:
+    if adjust_conv_mode is not None and args.host == "llava":  # llava's template switch; hf: the chat template
         adjust_conv_mode(args, model_name)
         check_conv_mode(args.conv_mode)
     settings = run_settings.build(args, model_name, os.path.expanduser(question_path))
@@ -79,19 +90,20 @@ def _without_bad_images(args, pending: List[Item], folder: str, skips: SkipLog) 
 def _answer(args, pending, folder, model_name, writer, skips, gen_kwargs, prog, *, total):
     from tqdm import tqdm
 
-    tokenizer, model, processor = generation.load_model(args, model_name)
+    side = model_side(args.host)
+    tokenizer, model, processor = side.load_model(args, model_name)
     if args.batch_size > 1:
         model.config.tokenizer_padding_side = "left"
     kwargs = gen_kwargs(args)
 
     def load(batch):
-        return [prepare_item(it, folder, processor, model.config) for it in batch]
+        return [side.prepare_item(it, folder, processor, model.config) for it in batch]
 
     note = generation.BudgetNote(args, prog)
     bar = tqdm(total=total, initial=total - len(pending), desc=prog.split(".")[-1], unit="q", dynamic_ncols=True)
     try:
         for prepared in _prefetch(_batches(pending, args.batch_size), load, args.num_workers):
-            _answer_batch(args, prepared, model, tokenizer, kwargs, model_name, writer, skips, note)
+            _answer_batch(args, side, prepared, model, tokenizer, kwargs, model_name, writer, skips, note)
             bar.update(len(prepared))
     finally:
         bar.close()
@@ -104,10 +116,18 @@ def _skip_or_stop(args, skips: SkipLog, item: Item, reason: str) -> None:
     skips.add(item, reason)
 
 
-def _answer_batch(args, prepared: List[Prepared], model, tokenizer, kwargs, model_name, writer, skips,
-                  note: "generation.BudgetNote") -> None:
-    import shortuuid
+def model_side(host: str):
+    """The module that loads and runs the model: `generation` (llava) or `hf_side` (transformers 5),
+    imported only for its host."""
+    if host == "llava":
+        return generation
+    from . import hf_side
 
+    return hf_side
+
+
+def _answer_batch(args, side, prepared: List[Prepared], model, tokenizer, kwargs, model_name, writer, skips,
+                  note: "generation.BudgetNote") -> None:
     good = []
     for p in prepared:
         if p.error is None:
@@ -118,7 +138,7 @@ def _answer_batch(args, prepared: List[Prepared], model, tokenizer, kwargs, mode
     results = {}
     for group in ([p for p in good if p.item.image is not None], [p for p in good if p.item.image is None]):
         if group:
-            results.update(zip(map(id, group), generation.answer_group(model, tokenizer, group, args, kwargs)))
+            results.update(zip(map(id, group), side.answer_group(model, tokenizer, group, args, kwargs)))
             note.check(model, group)
     for p in good:
         result = results[id(p)]
@@ -127,7 +147,21 @@ def _answer_batch(args, prepared: List[Prepared], model, tokenizer, kwargs, mode
             continue
         text, meta = result
         writer.write({"question_id": p.item.qid, "prompt": p.item.prompt, "text": text,
-                      "answer_id": shortuuid.uuid(), "model_id": model_name, "metadata": meta})
+                      "answer_id": answer_id(), "model_id": model_name, "metadata": meta})
+
+
+def answer_id() -> str:
+    """llava's answer_id, shortuuid.uuid(). shortuuid comes with llava-torch, so without it (the
+    hf host's .venv-hf) the same kind of id, 22 base-57 digits of a uuid4, is made here."""
+    try:
+        import shortuuid
+    except ImportError:
+        n, digits = uuid.uuid4().int, []
+        for _ in range(22):
+            n, d = divmod(n, len(BASE57))
+            digits.append(BASE57[d])
+        return "".join(reversed(digits))
+    return shortuuid.uuid()
 
 
 def _batches(items: Sequence[Item], size: int) -> List[List[Item]]:

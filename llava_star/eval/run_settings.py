@@ -2,7 +2,8 @@
 so a resume can never append answers made another way: a re-run whose settings differ stops
 before the model loads, naming each setting that differs and how to start over.
 
-Recorded: everything that changes an answer: the model (path, name, base), the method with
+Recorded: everything that changes an answer: the host (--host: llava or hf, so a run never mixes
+the two), the model (path, name, base), the method with
 every knob and its budget unit, LLaVA-NeXT's --fixed-grid, the conversation template, the
 decoding flags, ScienceQA's single-pred prompt, the question file's content (sha256) and the
 chunk, and the llava-star version.
@@ -18,7 +19,8 @@ from .inputs import InputError
 
 # setting -> the flag a user changes it with (for the error message)
 FLAGS = {
-    "model_path": "--model-path", "model_name": "--model-path (model name)", "model_base": "--model-base",
+    "host": "--host", "model_path": "--model-path", "model_name": "--model-path (model name)",
+    "model_base": "--model-base",
     "method": "--method/--budget and the method's knobs", "fixed_grid": "--fixed-grid",
     "conv_mode": "--conv-mode", "temperature": "--temperature", "top_p": "--top_p", "num_beams": "--num_beams",
     "max_new_tokens": "--max_new_tokens", "single_pred_prompt": "--single-pred-prompt",
@@ -53,6 +55,7 @@ def build(args, model_name: str, question_path: str) -> Dict[str, Any]:
     from llava_star import __version__
 
     settings = {
+        "host": getattr(args, "host", "llava"),
         "model_path": _model_path(args.model_path), "model_name": model_name,
         "model_base": None if args.model_base is None else _model_path(args.model_base),
         "method": method_setting(args), "fixed_grid": args.fixed_grid, "conv_mode": args.conv_mode,
@@ -93,6 +96,8 @@ def check_resume(answers_file: str, path: str, now: Dict[str, Any]) -> None:
     except (OSError, ValueError) as e:
         raise InputError(f"--answers-file {answers_file}: cannot read its settings record {path} ({e}). "
                          f"{start_over}") from None
+    if isinstance(recorded, dict):
+        recorded.setdefault("host", "llava")  # records from before --host: all made on the llava host
     diff = differences(recorded, now)
     if diff:
         raise InputError(f"--answers-file {answers_file} was made with other settings, so resuming would "

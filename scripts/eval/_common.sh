@@ -7,7 +7,8 @@
 #   EVAL_DIR              benchmark workspace, LLaVA's playground/data/eval layout (default: <repo>/eval)
 #   CUDA_VISIBLE_DEVICES  one chunk per listed GPU, run in parallel, merged in question order;
 #                         unset or empty: one chunk on the runner's default device (cuda if any, else cpu)
-#   PYTHON                interpreter (default: `python` of the active environment)
+#   PYTHON                interpreter (default: `python` of the active environment); a llava-hf
+#                         checkpoint (the runners' --host auto picks the hf host) needs .venv-hf/bin/python
 #   CKPT                  name of this run's answers (default: <model>_<method>[-b<budget>][-<knob><value>...]);
 #                         a --limit N run appends -limit<N>, so a smoke run never writes the full run's files
 #   SCORE_ARGS            extra scorer flags, e.g. "--allow-missing"

@@ -91,6 +91,17 @@ def test_loader_answers_and_metadata_match_transformers(tiny_hf, qdir, tmp_path,
     assert settings["host"] == "hf" and settings["conv_mode"] is None
 
 
+def test_loader_on_llava_next(tiny_hf_next, qdir, tmp_path):
+    """A LlavaNextForConditionalGeneration checkpoint through the same runner (auto host):
+    batch 2 = batch 1, answers and metadata as the model's own generate and record."""
+    one = loader(tiny_hf_next, qdir, tmp_path / "b1.jsonl", *STAR)
+    two = loader(tiny_hf_next, qdir, tmp_path / "b2.jsonl", *STAR, "--batch-size", "2")
+    assert [(a["text"], a["metadata"]) for a in two] == [(a["text"], a["metadata"]) for a in one]
+    want = direct(tiny_hf_next, qdir, MethodConfig.from_name("star", budget=58))
+    assert [(a["text"], a["metadata"]) for a in one] == [(t, {"method": "star", "budget": 58, **r}) for t, r in want]
+    assert all(r["final_kept"] == 58 and r["visual_tokens"] > 576 for _, r in want)  # anyres: crops
+
+
 def test_science_image_and_text_only_questions(tiny_hf, images, tmp_path):
     name = sorted(images)[0]
     images[name].convert("RGB").save(tmp_path / "a.png")

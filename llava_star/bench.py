@@ -3,9 +3,14 @@
     python -m llava_star.bench --geometry cpu-mid --threads 2                     # this CPU
     python -m llava_star.bench --geometry llava-v1.5-7b --random-weights --device cuda --dtype float16
     python -m llava_star.bench --model-path liuhaotian/llava-v1.5-7b --device cuda
+    python -m llava_star.bench --model-path llava-hf/llava-1.5-7b-hf --device cuda      # hf host (.venv-hf)
+    python -m llava_star.bench --host hf --geometry cpu-mid --random-weights --threads 2
 
-Rows: `stock` (llava's own vision tower and LlamaModel, no llava_star code), `none` (our
-engine with pruning disabled), then each method at each budget. Per row: prefill latency
+Rows: `stock` (llava's own vision tower and LlamaModel, no llava_star code; on the hf host
+transformers' unmodified LlavaForConditionalGeneration), `none` (our engine with pruning
+disabled), then each method at each budget. `--host auto` picks the host from the
+checkpoint's config.json (llava when there is no --model-path); `--host hf` builds
+random-weight models as transformers' LlavaForConditionalGeneration (in .venv-hf). Per row: prefill latency
 (time to first token: vision tower, projector, merge, every decoder layer, first token),
 decode latency per token, end-to-end latency for `--new-tokens` tokens and its throughput,
 peak memory (CUDA: `max_memory_allocated`; CPU: the process's RSS high-water mark, reset
@@ -14,7 +19,8 @@ prefill FLOPs (`llava_star.flops`). Warm-up runs first, then `--repeats` rounds 
 rows (round-robin, so drift hits every row alike); medians with min/max and IQR. CUDA is
 timed with events after a synchronize. A second, instrumented pass times the scoring of
 both stages and the vision tower (see `--no-scoring`). Prompts are token ids (a fixed
-MME-like length, no tokenizer): `--text-before` ids, the image placeholder, `--text-after`
+MME-like length, no tokenizer): `--text-before` ids, the image placeholder (on the hf host
+one `image_token_id` per visual token, as its processor expands `<image>`), `--text-after`
 ids. Both `stock` and our engine compute logits for the last position only at prefill, as
 generation needs (transformers 4.37's LlamaForCausalLM would compute all of them).
 """
@@ -271,8 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="build a random-weight model of this geometry (default cpu-mid when no --model-path)")
     src.add_argument("--random-weights", action="store_true",
                      help="random weights of --geometry (implied by --geometry; no download)")
-    src.add_argument("--model-path", default=None, help="a real LLaVA checkpoint instead of --geometry")
+    src.add_argument("--model-path", default=None, help="a real checkpoint instead of --geometry (haotian-liu/LLaVA, or llava-hf: the hf host)")
     src.add_argument("--model-base", default=None)
+    src.add_argument("--host", default="auto", choices=("auto", "llava", "hf"),
+                     help="llava (llava-torch) or hf (transformers' LlavaForConditionalGeneration); auto: from "
+                          "--model-path's config.json, llava without one (default: %(default)s)")
     run = p.add_argument_group("run")
     run.add_argument("--methods", default="star,fastv,fastervlm",
                      help=f"comma-separated methods of {','.join(METHODS[1:])} (default: %(default)s)")
@@ -311,10 +320,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_host(args) -> str:
+    """`--host` against --model-path (auto: its config.json); without one, auto is llava."""
+    from .cli import require_llava_torch
+    from .hosts import HostError, resolve_host as resolve
+
+    if not args.model_path:
+        host = "llava" if args.host == "auto" else args.host
+    else:
+        try:
+            host = resolve(args.host, args.model_path)
+        except HostError as err:
+            raise SystemExit(f"error: {err}") from None
+    if host == "llava":
+        require_llava_torch()
+    return host
+
+
 def load_model(args, device, dtype):
+    if args.model_path and (args.geometry or args.random_weights):
+        raise SystemExit("error: --model-path runs a real checkpoint; drop --geometry/--random-weights")
+    if args.host == "hf":
+        return load_hf_model(args, device, dtype)
     if args.model_path:
-        if args.geometry or args.random_weights:
-            raise SystemExit("error: --model-path runs a real checkpoint; drop --geometry/--random-weights")
         from .loader import load_pretrained_model
         try:
             _, model, processor, _ = load_pretrained_model(args.model_path, args.model_base, None, star=None,
@@ -337,6 +365,38 @@ def load_model(args, device, dtype):
     return model, g, f"{g.name} (random weights)"
 
 
+def load_hf_model(args, device, dtype):
+    """transformers' LlavaForConditionalGeneration: a llava-hf checkpoint, or random weights of --geometry."""
+    from .cli import require_hf_transformers
+    from .geometry import build_hf_model, geometry_of_config
+
+    require_hf_transformers()
+    if args.fixed_grid is not None or args.budget_unit != "image":
+        raise SystemExit("error: --fixed-grid and --budget-unit are for LLaVA-NeXT checkpoints, which the hf "
+                         "host does not bench (use --host llava)")
+    if args.model_base:
+        raise SystemExit("error: --model-base is for haotian-liu/LLaVA LoRA checkpoints (--host llava)")
+    if not args.model_path:
+        g = get_geometry(args.geometry or "cpu-mid")
+        try:
+            model = build_hf_model(g, device=device, dtype=dtype, attn_implementation=args.attn, seed=args.seed)
+        except ValueError as err:
+            raise SystemExit(f"error: --geometry {g.name}: {err}") from None
+        return model, g, f"{g.name} (random weights, transformers LlavaForConditionalGeneration)"
+    from .hf import load_pretrained
+
+    try:
+        _, model = load_pretrained(args.model_path, device=str(device), dtype=dtype, attn_implementation=args.attn)
+        g = geometry_of_config(args.model_path)
+    except (OSError, ValueError) as err:
+        msg = str(err) if "--model-path" in str(err) else f"cannot load --model-path {args.model_path}: {err}"
+        raise SystemExit(f"error: {msg}") from None
+    if g.crops != 1:
+        raise SystemExit(f"error: --model-path {args.model_path}: LLaVA-NeXT is benched on the llava host "
+                         "(--host llava with a haotian-liu/LLaVA checkpoint)")
+    return model, g, args.model_path
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import torch  # after parsing, so --help stays fast
@@ -344,6 +404,8 @@ def main(argv=None) -> int:
     from .flop_count import prompt_ids
     from .flops import report
     from .timing import Bench, anyres_inputs, counted_flops, measure_rows, profile
+
+    args.host = resolve_host(args)
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -377,8 +439,10 @@ def main(argv=None) -> int:
     if args.out_dir is None:
         args.out_dir = os.path.join("results", "bench", f"{g.name}-{device.type}")
     try:
-        from .hosts.llava import max_visual_tokens
-
+        if args.host == "hf":
+            from .hf import max_visual_tokens
+        else:
+            from .hosts.llava import max_visual_tokens
         cases = build_cases(methods, budgets, g, not args.no_stock, not args.no_none,
                             warn=lambda m: print(f"warning: {m}", file=sys.stderr), unit=args.budget_unit,
                             max_tokens=max_visual_tokens(model, args.budget_unit) if args.model_path else None)
@@ -394,11 +458,16 @@ def main(argv=None) -> int:
     except OSError as err:
         raise SystemExit(f"error: --out-dir {args.out_dir}: not writable ({err})") from None
     text_tokens = args.text_before + args.text_after
-    ids = prompt_ids(text_tokens, args.text_before, g.vocab, args.seed, args.batch).to(device)
+    image = {"image_token": model.config.image_token_id, "image_tokens": g.num_patches} if args.host == "hf" else {}
+    ids = prompt_ids(text_tokens, args.text_before, g.vocab, args.seed, args.batch, **image).to(device)
     gen = torch.Generator().manual_seed(args.seed)
     v = g.vision
     pixels = torch.randn(args.batch, 3, v.image_size, v.image_size, generator=gen).to(device, dtype)
-    bench = Bench(model)
+    if args.host == "hf":
+        from .timing_hf import HFBench
+        bench = HFBench(model)
+    else:
+        bench = Bench(model)
     results = [Result(c) for c in cases]
     anyres = getattr(model.config, "image_aspect_ratio", None) == "anyres"
     if anyres:
@@ -413,7 +482,7 @@ def main(argv=None) -> int:
 
     rows = summarise(results, args.new_tokens)
     meta = {
-        "model": desc, "geometry": g.summary(), "device": str(device),
+        "model": desc, "host": args.host, "geometry": g.summary(), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"CPU {_cpu_name()} ({os.cpu_count()} cores)",
         "dtype": str(dtype).replace("torch.", ""), "attn": args.attn, "threads": torch.get_num_threads(),

@@ -77,3 +77,25 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="attention kernel (default: transformers' choice, sdpa)")
     parser.add_argument("--fixed-grid", type=int, default=None,
                         help="LLaVA-NeXT: use one anyres grid, e.g. 672 (2x2 crops + base, 2880 tokens)")
+
+
+def require_hf_transformers() -> None:
+    """`--host hf` needs transformers 5 (the llava host's environment pins 4.37): say so in one line."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("transformers")
+    except PackageNotFoundError:
+        found = "none"
+    if not found.split(".")[0].isdigit() or int(found.split(".")[0]) < 5:
+        raise SystemExit(f"error: --host hf runs on transformers 5 (this environment has {found}); "
+                         "bash scripts/setup_hf.sh makes .venv-hf")
+
+
+def require_llava_torch() -> None:
+    """The llava host needs llava-torch (not in .venv-hf): say so in one line."""
+    import importlib.util
+
+    if importlib.util.find_spec("llava") is None:
+        raise SystemExit("error: --host llava needs llava-torch, not installed here; in .venv-hf use --host hf "
+                         "(a llava-hf --model-path, or --host hf without one)")

@@ -118,19 +118,24 @@ def meta_execution():
 
 
 def prompt_ids(text_tokens: int, text_before: Optional[int] = None, vocab: int = 32000, seed: int = 0,
-               batch: int = 1) -> torch.Tensor:
-    """[batch, text_tokens + 1] ids: BOS, `before - 1` text ids, IMAGE_TOKEN_INDEX, `after`
-    text ids (fixed pseudo-random ids, no tokenizer needed)."""
-    from llava.constants import IMAGE_TOKEN_INDEX
+               batch: int = 1, image_token: Optional[int] = None, image_tokens: int = 1) -> torch.Tensor:
+    """[batch, text_tokens + image_tokens] ids: BOS, `before - 1` text ids, the image, `after`
+    text ids (fixed pseudo-random ids, no tokenizer needed). The image is llava's one
+    IMAGE_TOKEN_INDEX, or, for transformers' LLaVA (whose processor expands `<image>`),
+    `image_tokens` copies of `image_token` (which no text id then equals)."""
+    if image_token is None:
+        from llava.constants import IMAGE_TOKEN_INDEX
 
+        image_token, image_tokens = IMAGE_TOKEN_INDEX, 1
     before, after = split_text(text_tokens, text_before)
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for _ in range(batch):
         text = torch.randint(3, vocab, (text_tokens,), generator=gen)
+        text[text == image_token] = 3
         if before:
             text[0] = 1  # BOS
-        rows.append(torch.cat([text[:before], torch.tensor([IMAGE_TOKEN_INDEX]), text[before:]]))
+        rows.append(torch.cat([text[:before], torch.full((image_tokens,), image_token), text[before:]]))
     return torch.stack(rows)
 
 

@@ -3,6 +3,12 @@
     python -m llava_star.flops --geometry llava-v1.5-7b --method star --budget 58 --text-tokens 64 --json
     python -m llava_star.flops --geometry llava-v1.5-7b --method all --budget 58        # side by side
     python -m llava_star.flops --geometry llava-v1.5-7b --method fastv --budget 58 --measured
+    python -m llava_star.flops --model-path llava-hf/llava-1.5-7b-hf --method star --budget 58
+
+The theory is host-independent: `--model-path` reads the geometry from a checkpoint
+directory's config.json alone (no torch, no download), a llava-hf one (text_config +
+vision_config) or a haotian-liu/LLaVA one (its CLIP tower named by mm_vision_tower), and the
+numbers are the same on either host.
 
 Units (see docs/flops.md):
 - `*_flops` are FLOPs = 2 x multiply-accumulates, counting every matmul exactly (q/k/v/o
@@ -191,10 +197,10 @@ def theory(g: Geometry, plan: Optional[Plan], text_tokens: int = DEFAULT_TEXT_TO
         s_dec += kept1 * after * g.hidden  # SparseVLM's raters: V T^T of the input embeddings
     for st in plan_.decoder:
         rows = 1 if st.score == "last_token" else after
-        before = per_layer[st.layer - 1]
-        s_dec += decoder_score_macs(st, rows, before + text_tokens, g)
+        ranked = per_layer[st.layer - 1]
+        s_dec += decoder_score_macs(st, rows, ranked + text_tokens, g)
         if st.recycle:
-            s_dec += recycle_macs(before - min(decoder_keep(st.keep, plan_.unit, _image(g)), before), g)
+            s_dec += recycle_macs(ranked - min(decoder_keep(st.keep, plan_.unit, _image(g)), ranked), g)
     lm_head = g.hidden * g.vocab  # the last position only (what generate needs)
     return Theory(plan_.name if not stock else "stock", budget, g.name, text_tokens, before, kept1, per_layer,
                   2 * vision, 2 * projector, 2 * decoder, 2 * s_vis, 2 * s_dec, 2 * lm_head, fastv, stock)
@@ -300,8 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m llava_star.flops", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--geometry", default="llava-v1.5-7b", choices=sorted(GEOMETRIES),
+    p.add_argument("--geometry", default=None, choices=sorted(GEOMETRIES),
                    help="model geometry (default llava-v1.5-7b)")
+    p.add_argument("--model-path", default=None,
+                   help="a checkpoint directory (llava-hf or haotian-liu/LLaVA): its config.json's geometry "
+                        "instead of --geometry")
     p.add_argument("--text-tokens", type=int, default=DEFAULT_TEXT_TOKENS,
                    help=f"all non-image tokens of the prompt (default {DEFAULT_TEXT_TOKENS})")
     p.add_argument("--text-before", type=int, default=None,
@@ -343,11 +352,30 @@ def _note_budget(name: str, budget: Optional[int], remaining: int) -> None:
         print(f"note: {name} --budget {budget} keeps {remaining} visual tokens here", file=sys.stderr)
 
 
+def _geometry(args) -> Geometry:
+    from .geometry import geometry_of_config
+
+    if args.model_path is None:
+        return get_geometry(args.geometry or "llava-v1.5-7b")
+    if args.geometry is not None:
+        raise SystemExit("error: --model-path reads the geometry from the checkpoint; drop --geometry")
+    try:
+        return geometry_of_config(args.model_path)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
 def main(argv=None) -> int:
     from .cli import method_from_args
 
     args = build_parser().parse_args(argv)
-    g = get_geometry(args.geometry)
+    g = _geometry(args)
+    if args.measured:
+        import importlib.util
+
+        if importlib.util.find_spec("llava") is None:
+            raise SystemExit("error: --measured counts through the llava host's model (llava-torch, not "
+                             "installed here); the theory needs neither")
     if args.measured and g.crops != 1:
         raise SystemExit(f"error: --measured builds a meta model in LLaVA-1.5's flat layout; {g.name} is "
                          "theory-only here (python -m llava_star.bench --model-path counts a real NeXT prefill)")

@@ -8,6 +8,9 @@ LLaVA-1.5, 5 for LLaVA-NeXT's 672x672 2x2 setting: the base image plus four tile
 `build_model(geometry, device, dtype)` builds a `LlavaLlamaForCausalLM` of that geometry
 with random weights (or no weights at all on device "meta"), with nothing downloaded:
 the CLIP tower is a `CLIPVisionModel` built from a config, not `from_pretrained`.
+`build_hf_model` builds transformers' own `LlavaForConditionalGeneration` (the hf host) the
+same way; `geometry_of_config(path)` reads a checkpoint's geometry from its config.json
+(either layout, no torch).
 """
 from __future__ import annotations
 
@@ -139,6 +142,100 @@ def geometry_of(model, name: Optional[str] = None) -> Geometry:
                     projector=getattr(cfg, "mm_projector_type", "linear"))
 
 
+# --------------------------------------------------------- from a checkpoint's config.json
+# What transformers fills in for fields a config.json leaves out (llava-hf configs saved by
+# older transformers list only the fields that differ from these).
+TEXT_DEFAULTS = {
+    "llama": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                  vocab_size=32000, max_position_embeddings=2048),
+    "mistral": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                    num_key_value_heads=8, vocab_size=32000, max_position_embeddings=32768),
+}
+CLIP_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                            image_size=224, patch_size=32)
+LLAVA_HF_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                       image_size=336, patch_size=14)  # LlavaConfig's tower when vision_config is absent
+CLIP_TOWERS = {"clip-vit-large-patch14-336": CLIP_L_336,
+               "clip-vit-large-patch14": VisionGeometry(image_size=224)}
+NEXT_NOTE = "LLaVA-NeXT at 672x672 (2x2 grid): 5 crops x 576; unpad and newline rows ignored (theory)"
+
+
+def geometry_of_config(path: str, name: Optional[str] = None) -> Geometry:
+    """The Geometry of a checkpoint directory from its config.json alone (no torch): a llava-hf
+    one (model_type llava / llava_next, text_config + vision_config) or a haotian-liu/LLaVA one
+    (LLaMA fields at the top, the CLIP tower named by mm_vision_tower). ValueError, naming
+    --model-path, when the file or a field is missing."""
+    import json
+    import os
+
+    config = os.path.join(os.path.expanduser(path), "config.json")
+    try:
+        with open(config) as f:
+            cfg = json.load(f)
+    except OSError:
+        raise ValueError(f"--model-path {path}: no readable config.json") from None
+    except ValueError as err:
+        raise ValueError(f"--model-path {path}: config.json is not JSON ({err})") from None
+    name = name or os.path.basename(os.path.normpath(path))
+    try:
+        if cfg.get("model_type") in ("llava", "llava_next"):
+            return _hf_geometry(cfg, name)
+        return _llava_geometry(cfg, name, os.path.dirname(config))
+    except KeyError as err:
+        raise ValueError(f"--model-path {path}: config.json has no {err.args[0]} field") from None
+    except ValueError as err:
+        raise ValueError(f"--model-path {path}: {err}") from None
+
+
+def _text(cfg: dict, name: str, **kw) -> Geometry:
+    heads = cfg["num_attention_heads"]
+    return Geometry(name, layers=cfg["num_hidden_layers"], hidden=cfg["hidden_size"],
+                    intermediate=cfg["intermediate_size"], heads=heads,
+                    kv_heads=cfg.get("num_key_value_heads") or heads, vocab=cfg["vocab_size"],
+                    max_positions=cfg.get("max_position_embeddings") or 4096, **kw)
+
+
+def _vision(cfg: dict, select_layer: int) -> VisionGeometry:
+    return VisionGeometry(image_size=cfg["image_size"], patch_size=cfg["patch_size"], hidden=cfg["hidden_size"],
+                          intermediate=cfg["intermediate_size"], layers=cfg["num_hidden_layers"],
+                          heads=cfg["num_attention_heads"], select_layer=select_layer)
+
+
+def _hf_geometry(cfg: dict, name: str) -> Geometry:
+    text = cfg.get("text_config") or {}
+    text = {**TEXT_DEFAULTS.get(text.get("model_type", "llama"), {}), **text}
+    vision = cfg.get("vision_config")
+    vision = {**CLIP_VISION_DEFAULTS, **vision} if vision else LLAVA_HF_VISION
+    layer = cfg.get("vision_feature_layer", -2)
+    if not isinstance(layer, int):
+        raise ValueError(f"vision_feature_layer {layer!r}: one int CLIP layer is needed (LLaVA-1.5 uses -2)")
+    next_ = cfg["model_type"] == "llava_next"
+    return _text(text, name, vision=_vision(vision, layer), projector="mlp2x_gelu", crops=5 if next_ else 1,
+                 note=NEXT_NOTE if next_ else "")
+
+
+def _llava_geometry(cfg: dict, name: str, root: str) -> Geometry:
+    import json
+    import os
+
+    tower, layer = cfg["mm_vision_tower"], cfg.get("mm_vision_select_layer", -2)
+    own = os.path.join(root, tower, "config.json") if not os.path.isabs(tower) else os.path.join(tower, "config.json")
+    if os.path.isfile(own):  # a local tower (llava_star.tiny's): its own CLIP config
+        with open(own) as f:
+            vc = json.load(f)
+        vision = _vision({**CLIP_VISION_DEFAULTS, **vc.get("vision_config", vc)}, layer)
+    else:
+        known = next((g for key, g in CLIP_TOWERS.items() if str(tower).rstrip("/").endswith(key)), None)
+        if known is None:
+            raise ValueError(f"mm_vision_tower {tower!r}: not a local directory and not one of the CLIP towers "
+                             f"known here ({', '.join(CLIP_TOWERS)})")
+        vision = dataclasses.replace(known, select_layer=layer)
+    next_ = str(cfg.get("image_aspect_ratio") or "").startswith("anyres")
+    return _text({**TEXT_DEFAULTS["llama"], **cfg}, name, vision=vision,
+                 projector=cfg.get("mm_projector_type") or "linear", crops=5 if next_ else 1,
+                 note=NEXT_NOTE if next_ else "")
+
+
 # ------------------------------------------------------------------ model building
 def clip_config(v: VisionGeometry):
     from transformers import CLIPVisionConfig
@@ -201,3 +298,37 @@ def build_model(g: Geometry, device="cpu", dtype=None, attn_implementation: str 
     model.requires_grad_(False)
     model.generation_config.do_sample = False
     return model.eval()
+
+
+def build_hf_model(g: Geometry, device="cpu", dtype=None, attn_implementation: str = "sdpa", seed: int = 0):
+    """transformers' own `LlavaForConditionalGeneration` of geometry `g` with random weights
+    (the hf host's counterpart of `build_model`; transformers 5, nothing downloaded). Its image
+    placeholder is the last id of the vocabulary (`config.image_token_id`)."""
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    if g.crops != 1:
+        raise ValueError(f"geometry {g.name} ({g.crops} crops per image) is theory-only: random-weight models "
+                         "are LLaVA-1.5's single-crop layout")
+    if g.projector != "mlp2x_gelu":
+        raise ValueError(f"geometry {g.name}: transformers' LLaVA projector is mlp2x_gelu, not {g.projector}")
+    v = g.vision
+    vision = CLIPVisionConfig(image_size=v.image_size, patch_size=v.patch_size, hidden_size=v.hidden,
+                              intermediate_size=v.intermediate, num_hidden_layers=v.layers,
+                              num_attention_heads=v.heads, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+    text = LlamaConfig(vocab_size=g.vocab, hidden_size=g.hidden, intermediate_size=g.intermediate,
+                       num_hidden_layers=g.layers, num_attention_heads=g.heads, num_key_value_heads=g.num_kv_heads,
+                       max_position_embeddings=g.max_positions, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+                       pad_token_id=0, tie_word_embeddings=False)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=g.vocab - 1,
+                      projector_hidden_act="gelu", vision_feature_layer=v.select_layer,
+                      vision_feature_select_strategy="default", image_seq_length=v.num_patches,
+                      tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(cfg, attn_implementation=attn_implementation,
+                                                           dtype=dtype or torch.float32)
+    model.requires_grad_(False)
+    model.generation_config.do_sample = False
+    return model.eval()
+

@@ -78,8 +78,10 @@ def read_peak(device: torch.device) -> int:
 
 def kv_bytes(cache) -> int:
     """Bytes of keys + values held after prefill, over all layers (StarCache, DynamicCache
-    or the legacy tuple of (key, value) per layer)."""
-    if hasattr(cache, "key_cache"):
+    of transformers 4.37 or 5, or the legacy tuple of (key, value) per layer)."""
+    if hasattr(cache, "layers"):  # transformers 5: one object per layer
+        pairs = ((layer.keys, layer.values) for layer in cache.layers)
+    elif hasattr(cache, "key_cache"):
         pairs = zip(cache.key_cache, cache.value_cache)
     else:
         pairs = ((kv[0], kv[1]) for kv in cache)
@@ -88,8 +90,8 @@ def kv_bytes(cache) -> int:
 
 # ---------------------------------------------------------------------- the model
 class Bench:
-    """One model, switched between stock llava and our engine with a plan (class swap,
-    no reload)."""
+    """One model of the llava host, switched between stock llava and our engine with a plan
+    (class swap, no reload). `timing_hf.HFBench` is the same for transformers' LLaVA."""
 
     def __init__(self, model):
         self.model = model
@@ -116,6 +118,33 @@ class Bench:
         out = m(input_ids=ids, images=pixels, image_sizes=self.image_sizes, use_cache=True, last_logits_only=True)
         return out.logits, out.past_key_values
 
+    def decode_step(self, tok, cache):
+        """(logits, cache) of one generated token."""
+        out = self.model(input_ids=tok, past_key_values=cache, use_cache=True)
+        return out.logits, out.past_key_values
+
+    def vision_modules(self):
+        """(the vision tower, the projector): the scoring probe times from one's input to the other's output."""
+        lm = self.model.get_model()
+        return lm.get_vision_tower(), lm.mm_projector
+
+    def ab_pair(self, ids, pixels):
+        """(stock, engine): the decoder loop alone on the same merged embeddings, transformers'
+        LlamaModel.forward against our `DecoderPruner.prefill` with pruning disabled."""
+        from .engine.decoder import DecoderPruner
+        from .engine.seams import Hooks
+        from .hosts.llava.layers import LlamaLayers, StarCache
+
+        m = self.model
+        self.set_case(Case("stock", "stock", None, None))
+        _, _, _, _, embeds, _ = m.prepare_inputs_labels_for_multimodal(ids, None, None, None, None, pixels,
+                                                                       self.image_sizes)
+        lm = m.get_model()
+        valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+        pruner, layers = DecoderPruner(Plan("none")), LlamaLayers(lm)
+        return (lambda: lm(inputs_embeds=embeds, use_cache=True),
+                lambda: pruner.prefill(layers, embeds, valid, None, StarCache(), Hooks()))
+
     def run(self, case: Case, ids, pixels, new_tokens: int) -> Dict[str, object]:
         timer = Timer(self.device)
         reset_peak(self.device)
@@ -125,9 +154,8 @@ class Bench:
         timer.mark()
         kv = kv_bytes(cache)  # shapes only, no sync
         for _ in range(new_tokens - 1):
-            out = self.model(input_ids=tok, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            tok = out.logits[:, -1].argmax(-1, keepdim=True)
+            logits, cache = self.decode_step(tok, cache)
+            tok = logits[:, -1].argmax(-1, keepdim=True)
         timer.mark()
         t_prefill, t_end = timer.seconds()
         return {"prefill": t_prefill, "e2e": t_end,
@@ -166,9 +194,10 @@ class ScoringProbe(Observer):
         m = self.bench.model
         if hasattr(m, "star_hooks"):  # stock llava has no scoring to time
             self._exit.enter_context(hooks(m, observer=self))
-        lm, start = m.get_model(), []
-        pre = lm.get_vision_tower().register_forward_pre_hook(lambda *a: start.append(self._now()))
-        post = lm.mm_projector.register_forward_hook(
+        tower, projector = self.bench.vision_modules()
+        start = []
+        pre = tower.register_forward_pre_hook(lambda *a: start.append(self._now()))
+        post = projector.register_forward_hook(
             lambda *a: self.t.__setitem__("vision", self.t["vision"] + self._now() - start.pop()))
         self._exit.callback(pre.remove)
         self._exit.callback(post.remove)
@@ -291,29 +320,12 @@ def counted_flops(bench: Bench, case, ids, pixels) -> Dict[str, float]:
 
 
 def engine_overhead_ab(bench: Bench, ids, pixels, pairs: int) -> Dict[str, float]:
-    """Paired A/B of the decoder loop alone on the same merged embeddings: transformers'
-    LlamaModel.forward (what stock llava runs) against our `DecoderPruner.prefill` with
-    pruning disabled, alternating which goes first. Isolates the engine's own overhead from
-    the vision tower (ours stops at the select layer, stock runs one more CLIP layer)."""
-    from .engine.decoder import DecoderPruner
-    from .engine.seams import Hooks
-    from .hosts.llava.layers import LlamaLayers, StarCache
-
-    m, device = bench.model, bench.device
-    stock_case = Case("stock", "stock", None, None)
-    bench.set_case(stock_case)
-    _, _, _, _, embeds, _ = m.prepare_inputs_labels_for_multimodal(ids, None, None, None, None, pixels,
-                                                                   bench.image_sizes)
-    lm = m.get_model()
-    valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
-    pruner, layers = DecoderPruner(Plan("none")), LlamaLayers(lm)
-
-    def stock():
-        lm(inputs_embeds=embeds, use_cache=True)
-
-    def engine():
-        pruner.prefill(layers, embeds, valid, None, StarCache(), Hooks())
-
+    """Paired A/B of the decoder loop alone on the same merged embeddings (`bench.ab_pair`):
+    what stock llava runs against our engine with pruning disabled, alternating which goes
+    first. Isolates the engine's own overhead from the vision tower (ours stops at the select
+    layer, stock runs one more CLIP layer)."""
+    device = bench.device
+    stock, engine = bench.ab_pair(ids, pixels)
     ratios, t_stock, t_engine = [], [], []
     for i in range(pairs + 1):  # the first pair warms up
         times = {}

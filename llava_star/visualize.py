@@ -4,6 +4,8 @@
     python -m llava_star.visualize --model-path checkpoints/llava-v1.5-7b --image cat.jpg \\
         --question "..." --method star --budget 58 --device cuda --out fig.png
     python -m llava_star.visualize --image cat.jpg --compare star,fastv,pdrop,sparsevlm@64 --budget 58
+    python -m llava_star.visualize --model-path llava-hf/llava-1.5-7b-hf --image cat.jpg --method star \
+        --budget 58 --out fig.png                     # the hf host (transformers 5, .venv-hf)
 
 One figure (matplotlib, Agg): one row per method run, one column per pruning stage (the
 vision stage, when any run has one, then decoder stage 1, 2, ...); a run draws only the
@@ -23,6 +25,12 @@ base image and, beside it, the grid crops tiled back into the picture they were 
 go with --method. Python: `render(model, tokenizer, image_processor, image, question)` returns
 the Figure of the loaded model's method, `compare(...)` the side-by-side, `figure(canvas, runs)`
 draws records you already have (llava_star.demo uses it).
+
+`--host auto` (default) picks the host from --model-path's config.json: a llava-hf checkpoint
+runs on transformers' own LlavaForConditionalGeneration (llava_star.hf; LLaVA-1.5 only), prompted
+with its processor's chat template, with the same figure (`llava_star.visualize_hf` has its
+render / compare). Without --model-path, `--host hf` draws a tiny random-weight llava-hf
+checkpoint (built on first use).
 """
 from __future__ import annotations
 
@@ -598,14 +606,18 @@ def tiny_note(path) -> Optional[str]:
 
 
 # ------------------------------------------------------------------------------ CLI
-def _default_checkpoint() -> str:
+def _default_checkpoint(host: str = "llava") -> str:
     from .demo import DEFAULT_CKPT
 
-    if not (DEFAULT_CKPT / "config.json").exists():
-        from .tiny import build
-        print(f"building the tiny offline checkpoint at {DEFAULT_CKPT} ...", file=sys.stderr)
-        build(DEFAULT_CKPT, force=True)
-    return str(DEFAULT_CKPT)
+    path = DEFAULT_CKPT if host == "llava" else DEFAULT_CKPT.parent / "llava-hf-tiny"
+    if not (path / "config.json").exists():
+        if host == "llava":
+            from .tiny import build
+        else:
+            from .tiny_hf import build
+        print(f"building the tiny offline checkpoint at {path} ...", file=sys.stderr)
+        build(path, force=True)
+    return str(path)
 
 
 def _load_image(path: Optional[str]):
@@ -686,8 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava_star.visualize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", default=None,
-                        help="LLaVA-1.5 or NeXT checkpoint (default: the tiny random-weight one, built on first use)")
+                        help="LLaVA-1.5 or NeXT checkpoint, or a llava-hf LLaVA-1.5 one (the hf host) (default: the "
+                             "tiny random-weight one, built on first use)")
     parser.add_argument("--model-base", default=None)
+    parser.add_argument("--host", default="auto", choices=("auto", "llava", "hf"),
+                        help="llava (llava-torch) or hf (transformers' LlavaForConditionalGeneration); auto: from "
+                             "--model-path's config.json, llava without one (default: %(default)s)")
     parser.add_argument("--image", default=None, help="image file (default: a scikit-image sample photo)")
     parser.add_argument("--question", default="What is shown in this image?")
     parser.add_argument("--conv-mode", default=None, help="conversation template (default: from the model name)")
@@ -700,6 +716,86 @@ def build_parser() -> argparse.ArgumentParser:
     add_method_args(parser)
     add_model_args(parser)
     return parser
+
+
+def _host(args) -> str:
+    """--host against --model-path (auto: its config.json; llava without a path), and the
+    llava-only flags refused on the hf host."""
+    from .hosts import HostError, resolve_host
+
+    if args.model_path is None:
+        host = "llava" if args.host == "auto" else args.host
+    else:
+        try:
+            host = resolve_host(args.host, args.model_path)
+        except HostError as err:
+            raise SystemExit(f"error: {err}") from None
+    if host == "llava":
+        from .cli import require_llava_torch
+
+        require_llava_torch()
+    if host == "hf":
+        from .cli import require_hf_transformers
+
+        require_hf_transformers()
+        for flag, value in (("--model-base", args.model_base), ("--conv-mode", args.conv_mode),
+                            ("--fixed-grid", args.fixed_grid)):
+            if value is not None:
+                raise SystemExit(f"error: {flag} is for --host llava (the hf host prompts with the "
+                                 "processor's chat template, LLaVA-1.5 only)")
+        if args.model_path is not None and _model_type(args.model_path) == "llava_next":
+            raise SystemExit(f"error: --model-path {args.model_path}: visualize draws LLaVA-NeXT on the llava "
+                             "host only (a haotian-liu/LLaVA checkpoint, --host llava)")
+    return host
+
+
+def _model_type(path: str):
+    import json
+
+    try:
+        with open(os.path.join(os.path.expanduser(path), "config.json")) as f:
+            return json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _figure_llava(args, path, device, methods, image, note):
+    from .loader import load_pretrained_model
+    from .prompting import conv_mode_for
+
+    try:
+        tokenizer, model, processor, _ = load_pretrained_model(
+            path, args.model_base, None, star=methods[0], device=device,
+            attn_implementation=args.attn_implementation, fixed_grid=args.fixed_grid)
+    except (FileNotFoundError, NotImplementedError) as err:
+        msg = str(err) if "--model-path" in str(err) else f"--model-path {path}: {err}"
+        raise SystemExit(f"error: {msg}")
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: cannot load --model-path {path}: {err}")
+    conv = args.conv_mode or conv_mode_for(path)
+    if args.compare is not None:
+        return compare(model, tokenizer, processor, image, args.question, methods, conv, args.max_new_tokens,
+                       note=note)
+    return render(model, tokenizer, processor, image, args.question, conv, args.max_new_tokens,
+                  note=note, label=method_label(methods[0]))
+
+
+def _figure_hf(args, path, device, methods, image, note):
+    from . import visualize_hf
+    from .hf import load_pretrained
+
+    try:
+        processor, model = load_pretrained(path, star=methods[0], device=device,
+                                           attn_implementation=args.attn_implementation)
+    except FileNotFoundError as err:
+        raise SystemExit(f"error: {err}")
+    except (OSError, ValueError, TypeError) as err:
+        msg = str(err) if "--model-path" in str(err) else f"cannot load --model-path {path}: {err}"
+        raise SystemExit(f"error: {msg}")
+    if args.compare is not None:
+        return visualize_hf.compare(model, processor, image, args.question, methods, args.max_new_tokens, note=note)
+    return visualize_hf.render(model, processor, image, args.question, args.max_new_tokens, note=note,
+                               label=method_label(methods[0]))
 
 
 def main(argv=None) -> int:
@@ -717,39 +813,25 @@ def main(argv=None) -> int:
     if args.max_new_tokens < 1:
         raise SystemExit(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
     check_out(args.out)
+    host = _host(args)
     image, image_name = _load_image(args.image)
     if args.model_path is not None:
         _check_model_path(args.model_path)
         path = args.model_path
     else:
-        path = _default_checkpoint()
+        path = _default_checkpoint(host)
 
     import torch
     import matplotlib
     matplotlib.use("Agg")
 
-    from .loader import load_pretrained_model
-    from .prompting import conv_mode_for
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        tokenizer, model, processor, _ = load_pretrained_model(
-            path, args.model_base, None, star=methods[0], device=device,
-            attn_implementation=args.attn_implementation, fixed_grid=args.fixed_grid)
-    except (FileNotFoundError, NotImplementedError) as err:
-        msg = str(err) if "--model-path" in str(err) else f"--model-path {path}: {err}"
-        raise SystemExit(f"error: {msg}")
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"error: cannot load --model-path {path}: {err}")
-    conv = args.conv_mode or conv_mode_for(path)
     note = tiny_note(path)
     try:
-        if args.compare is not None:
-            fig = compare(model, tokenizer, processor, image, args.question, methods, conv, args.max_new_tokens,
-                          note=note)
+        if host == "hf":
+            fig = _figure_hf(args, path, device, methods, image, note)
         else:
-            fig = render(model, tokenizer, processor, image, args.question, conv, args.max_new_tokens,
-                         note=note, label=method_label(methods[0]))
+            fig = _figure_llava(args, path, device, methods, image, note)
     except (NotImplementedError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     try:

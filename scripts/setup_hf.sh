@@ -20,7 +20,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # A CPU torch first, so nothing below pulls a multi-GB CUDA build.
   python -c "import torch" 2>/dev/null || pip_install "torch==${TORCH_VERSION:-2.13.0}"
   pip_install "transformers==${TRANSFORMERS_HF}" accelerate sentencepiece protobuf \
-    pillow numpy tqdm pytest scikit-image
+    pillow numpy tqdm pytest scikit-image matplotlib
   # this package without its install_requires (they pin transformers 4.37.2 for llava)
   pip_install --no-deps -e .
   echo "$want" > "$stamp"

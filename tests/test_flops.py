@@ -188,3 +188,47 @@ def test_13b_depth_scales_the_stage_layers(capsys, method, budget, expect):
                        "--text-tokens", "64", "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip())
     assert r["tokens_per_layer"] == expect
+
+
+# llava-hf/llava-1.5-7b-hf's config.json (transformers 4.x left out the LlamaConfig defaults)
+LLAVA_HF_7B = {"model_type": "llava", "image_token_index": 32000, "vision_feature_layer": -2,
+               "vision_feature_select_strategy": "default", "projector_hidden_act": "gelu",
+               "text_config": {"model_type": "llama", "vocab_size": 32064, "architectures": ["LlamaForCausalLM"]},
+               "vision_config": {"model_type": "clip_vision_model", "hidden_size": 1024, "image_size": 336,
+                                 "intermediate_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 24,
+                                 "patch_size": 14, "projection_dim": 768}}
+# liuhaotian/llava-v1.5-7b's (the fields the geometry reads)
+LIUHAOTIAN_7B = {"model_type": "llava_llama", "hidden_size": 4096, "intermediate_size": 11008,
+                 "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+                 "max_position_embeddings": 4096, "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+                 "mm_vision_select_layer": -2, "mm_projector_type": "mlp2x_gelu", "image_aspect_ratio": "pad"}
+
+
+@pytest.mark.parametrize("config, vocab", [(LLAVA_HF_7B, 32064), (LIUHAOTIAN_7B, 32000)])
+def test_model_path_reads_either_layout_as_the_7b_geometry(tmp_path, capsys, config, vocab):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    flops.main(["--model-path", str(tmp_path), "--method", "star", "--budget", "58", "--json"])
+    flops.main(["--geometry", "llava-v1.5-7b", "--method", "star", "--budget", "58", "--json"])
+    got, want = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    for key in ("tokens_per_layer", "decoder_flops", "vision_flops", "projector_flops", "scoring_flops"):
+        assert got[key] == want[key], key
+    assert got["lm_head_flops"] == 2 * 4096 * vocab
+
+
+def test_model_path_geometry_is_the_loaded_models(tiny15):
+    from llava_star.geometry import geometry_of, geometry_of_config
+    from llava_star.loader import load_pretrained_model
+
+    _, model, _, _ = load_pretrained_model(tiny15, None, None, device="cpu")
+    assert geometry_of_config(tiny15, "t") == geometry_of(model, "t")
+
+
+def test_model_path_errors_name_the_flag(tmp_path):
+    with pytest.raises(SystemExit, match="^error: --model-path .*: no readable config.json"):
+        flops.main(["--model-path", str(tmp_path)])
+    (tmp_path / "config.json").write_text(json.dumps(LIUHAOTIAN_7B))
+    with pytest.raises(SystemExit, match="^error: --model-path reads the geometry .*; drop --geometry"):
+        flops.main(["--model-path", str(tmp_path), "--geometry", "tiny"])
+    (tmp_path / "config.json").write_text(json.dumps({**LIUHAOTIAN_7B, "mm_vision_tower": "some/tower"}))
+    with pytest.raises(SystemExit, match=r"^error: --model-path .*: mm_vision_tower 'some/tower'"):
+        flops.main(["--model-path", str(tmp_path)])

@@ -1,0 +1,99 @@
+"""`llava_star.visualize` on the hf host: transformers' own LlavaForConditionalGeneration
+(llava-hf LLaVA-1.5 checkpoints, transformers 5, no llava-torch). The figure code is the
+llava host's (`visualize.figure`); what differs is how the model is prompted and run (the
+processor's chat template and `generate`) and how the picture the model saw is recovered
+(the processor's pixels, de-normalised).
+
+    from llava_star.hf import load_pretrained
+    from llava_star.visualize_hf import render
+    processor, model = load_pretrained(path, star=MethodConfig.from_name("star", budget=58))
+    render(model, processor, image, "What is shown?").savefig("fig.png")
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .visualize import Canvas, Run, Tile, figure, method_label
+
+
+def prompt(processor, question: str) -> str:
+    """One user turn (the image, then the question) through the processor's chat template,
+    with the assistant's turn opened; LLaVA-1.5's own template where the processor has none."""
+    if getattr(processor, "chat_template", None):
+        turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return processor.apply_chat_template(turn, add_generation_prompt=True)
+    return f"USER: <image>\n{question} ASSISTANT:"
+
+
+def inputs(model, processor, image, question):
+    batch = processor(images=image.convert("RGB"), text=prompt(processor, question), return_tensors="pt")
+    batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    return batch.to(model.device)
+
+
+def model_view(image, processor) -> np.ndarray:
+    """The image as the model saw it, [S, S, 3] uint8: the processor's pixel values (padded to
+    a square with its mean colour, resized, cropped) with the normalisation undone."""
+    ip = processor.image_processor
+    pixels = np.asarray(processor.image_processor(images=image.convert("RGB"), return_tensors="np")
+                        ["pixel_values"][0], dtype=np.float64)  # [3, S, S]
+    mean = np.asarray(ip.image_mean)[:, None, None]
+    std = np.asarray(ip.image_std)[:, None, None]
+    return np.clip(np.round((pixels * std + mean) * 255).transpose(1, 2, 0), 0, 255).astype(np.uint8)
+
+
+def canvas_for(model, processor, image) -> Canvas:
+    vc = model.config.vision_config
+    side = vc.image_size // vc.patch_size
+    cells = np.arange(side * side).reshape(side, side)
+    view = model_view(image, processor)
+    return Canvas([Tile(view, cells, (0, view.shape[1], view.shape[0], 0))], np.arange(side * side), side * side,
+                  int(model.config.vision_feature_layer), f"{view.shape[1]}x{view.shape[0]}, {side}x{side} patches")
+
+
+def run_once(model, processor, image, question, max_new_tokens: int = 16, label: Optional[str] = None) -> Run:
+    """Generate one answer with the model's current plan; the record is `model.star_record`
+    (written by the prefill; decode steps leave it)."""
+    import torch
+
+    if not hasattr(model, "star_plan"):
+        raise TypeError("render needs a llava_star model: llava_star.hf.load_pretrained(..., star=MethodConfig"
+                        ".from_name(...)) or llava_star.hf.apply(model, cfg)")
+    batch = inputs(model, processor, image, question)
+    with torch.inference_mode():
+        out = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
+    rec = model.star_record[0] if model.star_record else None
+    if rec is None or rec.image_span is None:
+        raise RuntimeError("the model recorded no image span for this prompt (no image placeholders reached it)")
+    answer = processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
+    plan = model.star_plan
+    return Run(label or plan.name, plan if plan.prunes else None, rec if plan.prunes else None, answer,
+               rec.num_patches)
+
+
+def render(model, processor, image, question, max_new_tokens: int = 16, *, note: Optional[str] = None,
+           label: Optional[str] = None):
+    """The Figure of `model`'s method on `image` (see `visualize.render`)."""
+    run = run_once(model, processor, image, question, max_new_tokens, label)
+    return figure(canvas_for(model, processor, image), [run], question, note)
+
+
+def compare(model, processor, image, question, methods, max_new_tokens: int = 16, *, note: Optional[str] = None):
+    """One row per MethodConfig in `methods`, applied in turn; the model's own plan (or the
+    stock class) is restored after."""
+    from .hf import apply, remove
+
+    before = getattr(model, "star_plan", None)
+    runs = []
+    try:
+        for cfg in methods:
+            apply(model, cfg)
+            runs.append(run_once(model, processor, image, question, max_new_tokens, method_label(cfg)))
+    finally:
+        if before is not None:
+            apply(model, before)
+        elif hasattr(model, "star_plan"):
+            remove(model)
+    return figure(canvas_for(model, processor, image), runs, question, note)

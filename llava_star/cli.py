@@ -81,21 +81,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def require_hf_transformers() -> None:
     """`--host hf` needs transformers 5 (the llava host's environment pins 4.37): say so in one line."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        found = version("transformers")
-    except PackageNotFoundError:
-        found = "none"
-    if not found.split(".")[0].isdigit() or int(found.split(".")[0]) < 5:
-        raise SystemExit(f"error: --host hf runs on transformers 5 (this environment has {found}); "
-                         "bash scripts/setup_hf.sh makes .venv-hf")
+    require_environment("hf")
 
 
 def require_llava_torch() -> None:
     """The llava host needs llava-torch (not in .venv-hf): say so in one line."""
-    import importlib.util
+    require_environment("llava")
 
-    if importlib.util.find_spec("llava") is None:
-        raise SystemExit("error: --host llava needs llava-torch, not installed here; in .venv-hf use --host hf "
-                         "(a llava-hf --model-path, or --host hf without one)")
+
+def require_environment(host: str) -> None:
+    from .hosts import environment_problem
+
+    problem = environment_problem(host)
+    if problem:
+        raise SystemExit(f"error: {problem}")

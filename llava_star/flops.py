@@ -371,9 +371,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     g = _geometry(args)
     if args.measured:
-        import importlib.util
+        from .hosts import environment_problem
 
-        if importlib.util.find_spec("llava") is None:
+        if environment_problem("llava"):
             raise SystemExit("error: --measured counts through the llava host's model (llava-torch, not "
                              "installed here); the theory needs neither")
     if args.measured and g.crops != 1:

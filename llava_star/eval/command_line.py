@@ -107,13 +107,13 @@ def choose_host(args) -> str:
         raise InputError(str(e)) from None
 
 
-def require_llava() -> None:
-    """The llava host needs llava-torch, which .venv-hf (the hf host's environment) lacks."""
-    from importlib.util import find_spec
+def require_environment(host: str) -> None:
+    """The host's environment (.venv: llava-torch; .venv-hf: transformers 5), or one line."""
+    from llava_star.hosts import environment_problem
 
-    if find_spec("llava") is None:
-        raise InputError("--host llava (haotian-liu/LLaVA checkpoints) needs llava-torch, which this environment "
-                         "lacks: run it with .venv/bin/python (created by: bash scripts/setup.sh)")
+    problem = environment_problem(host)
+    if problem:
+        raise InputError(problem)
 
 
 def check_counts(args) -> None:

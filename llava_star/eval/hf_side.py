@@ -13,31 +13,14 @@ import os
 import warnings
 from typing import Any, Dict, List, Sequence
 
-from .command_line import check_counts, device_for, method_config
+from .command_line import check_counts, device_for, method_config, require_environment
 from .generation import Prepared, metadata_for, open_image
 from .inputs import InputError
 from .questions import Item
 
-SETUP = "run it with .venv-hf/bin/python (created by: bash scripts/setup_hf.sh)"
-
-
-def require_transformers_5() -> None:
-    """The hf host needs transformers 5; .venv has llava's 4.37. Read from the metadata, so a
-    wrong environment is one line before anything imports."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        found = version("transformers")
-    except PackageNotFoundError:
-        found = None
-    if found is None or int(found.split(".")[0]) < 5:
-        raise InputError(f"--host hf needs transformers 5 (this environment has "
-                         f"{'none' if found is None else found}): {SETUP}")
-
-
 def check_args(args) -> None:
     """The hf host's checks, made before the model loads; llava-only flags are refused."""
-    require_transformers_5()
+    require_environment("hf")
     check_counts(args)
     if args.model_base is not None:
         raise InputError("--model-base is llava's (LoRA / projector-only checkpoints); a llava-hf checkpoint "

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import generation, run_settings
 from .answers_file import AnswerWriter, SkipLog, limited_path
-from .command_line import check_args, check_conv_mode, choose_host, require_llava
+from .command_line import check_args, check_conv_mode, choose_host, require_environment
 from .generation import PromptTooLong, Prepared
 from .inputs import InputError
 from .questions import Item, check_images, check_unique, first_questions, get_chunk
@@ -29,7 +29,7 @@ def run(args, items: List[Item], question_path: str, gen_kwargs: Callable[[Any],
     """Validate, then answer every pending question of this chunk. Returns the exit status."""
     args.host = choose_host(args)
     if args.host == "llava":
-        require_llava()
+        require_environment("llava")
         from llava.mm_utils import get_model_name_from_path
 
         check_args(args)

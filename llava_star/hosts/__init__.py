@@ -43,3 +43,26 @@ def resolve_host(host: str, model_path: str) -> str:
         raise HostError(f"--host {host}: --model-path {model_path} is {layout} checkpoint (use --host {found} "
                         "or --host auto)")
     return host
+
+
+def environment_problem(host: str) -> "str | None":
+    """Why this Python environment cannot run `host`, in one line naming the way out, or None.
+    The two hosts need two environments (llava-torch pins transformers 4.37; the hf host needs
+    transformers 5): read from the installed metadata, so nothing heavy imports."""
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    if host == "llava":
+        if find_spec("llava") is None:
+            return ("--host llava (haotian-liu/LLaVA checkpoints) needs llava-torch, which this environment "
+                    "lacks: run it with .venv/bin/python (created by: bash scripts/setup.sh)")
+        return None
+    try:
+        found = version("transformers")
+    except PackageNotFoundError:
+        found = "none"
+    major = found.split(".")[0]
+    if not major.isdigit() or int(major) < 5:
+        return (f"--host hf needs transformers 5 (this environment has {found}): run it with "
+                ".venv-hf/bin/python (created by: bash scripts/setup_hf.sh)")
+    return None

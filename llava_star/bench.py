@@ -4,13 +4,15 @@
     python -m llava_star.bench --geometry llava-v1.5-7b --random-weights --device cuda --dtype float16
     python -m llava_star.bench --model-path liuhaotian/llava-v1.5-7b --device cuda
     python -m llava_star.bench --model-path llava-hf/llava-1.5-7b-hf --device cuda      # hf host (.venv-hf)
+    python -m llava_star.bench --model-path llava-hf/llava-v1.6-vicuna-7b-hf --fixed-grid 672 --device cuda
     python -m llava_star.bench --host hf --geometry cpu-mid --random-weights --threads 2
 
 Rows: `stock` (llava's own vision tower and LlamaModel, no llava_star code; on the hf host
 transformers' unmodified LlavaForConditionalGeneration), `none` (our engine with pruning
 disabled), then each method at each budget. `--host auto` picks the host from the
-checkpoint's config.json (llava when there is no --model-path); `--host hf` builds
-random-weight models as transformers' LlavaForConditionalGeneration (in .venv-hf). Per row: prefill latency
+checkpoint's config.json (llava when there is no --model-path); `--host hf` runs llava-hf
+checkpoints on transformers' LlavaForConditionalGeneration / LlavaNextForConditionalGeneration
+and builds random-weight models as the former (in .venv-hf). Per row: prefill latency
 (time to first token: vision tower, projector, merge, every decoder layer, first token),
 decode latency per token, end-to-end latency for `--new-tokens` tokens and its throughput,
 peak memory (CUDA: `max_memory_allocated`; CPU: the process's RSS high-water mark, reset
@@ -21,7 +23,10 @@ timed with events after a synchronize. A second, instrumented pass times the sco
 both stages and the vision tower (see `--no-scoring`). Prompts are token ids (a fixed
 MME-like length, no tokenizer): `--text-before` ids, the image placeholder (on the hf host
 one `image_token_id` per visual token, as its processor expands `<image>`), `--text-after`
-ids. Both `stock` and our engine compute logits for the last position only at prefill, as
+ids. LLaVA-NeXT checkpoints (either host) are fed a synthetic `--image-size` noise image
+through the checkpoint's own anyres processing (on the hf host one placeholder per row of
+transformers' packed layout, newlines included); their FLOPs are counted on a real prefill.
+Both `stock` and our engine compute logits for the last position only at prefill, as
 generation needs (transformers 4.37's LlamaForCausalLM would compute all of them).
 """
 from __future__ import annotations
@@ -277,10 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="build a random-weight model of this geometry (default cpu-mid when no --model-path)")
     src.add_argument("--random-weights", action="store_true",
                      help="random weights of --geometry (implied by --geometry; no download)")
-    src.add_argument("--model-path", default=None, help="a real checkpoint instead of --geometry (haotian-liu/LLaVA, or llava-hf: the hf host)")
+    src.add_argument("--model-path", default=None,
+                     help="a real checkpoint instead of --geometry (haotian-liu/LLaVA, or llava-hf LLaVA-1.5 / NeXT: "
+                          "the hf host)")
     src.add_argument("--model-base", default=None)
     src.add_argument("--host", default="auto", choices=("auto", "llava", "hf"),
-                     help="llava (llava-torch) or hf (transformers' LlavaForConditionalGeneration); auto: from "
+                     help="llava (llava-torch) or hf (transformers' Llava / LlavaNext classes); auto: from "
                           "--model-path's config.json, llava without one (default: %(default)s)")
     run = p.add_argument_group("run")
     run.add_argument("--methods", default="star,fastv,fastervlm",
@@ -371,12 +378,10 @@ def load_hf_model(args, device, dtype):
     from .geometry import build_hf_model, geometry_of_config
 
     require_hf_transformers()
-    if args.fixed_grid is not None or args.budget_unit != "image":
-        raise SystemExit("error: --fixed-grid and --budget-unit are for LLaVA-NeXT checkpoints, which the hf "
-                         "host does not bench (use --host llava)")
     if args.model_base:
         raise SystemExit("error: --model-base is for haotian-liu/LLaVA LoRA checkpoints (--host llava)")
     if not args.model_path:
+        _refuse_next_flags(args)
         g = get_geometry(args.geometry or "cpu-mid")
         try:
             model = build_hf_model(g, device=device, dtype=dtype, attn_implementation=args.attn, seed=args.seed)
@@ -386,15 +391,21 @@ def load_hf_model(args, device, dtype):
     from .hf import load_pretrained
 
     try:
-        _, model = load_pretrained(args.model_path, device=str(device), dtype=dtype, attn_implementation=args.attn)
         g = geometry_of_config(args.model_path)
+        if g.crops == 1:
+            _refuse_next_flags(args)
+        processor, model = load_pretrained(args.model_path, device=str(device), dtype=dtype,
+                                           attn_implementation=args.attn, fixed_grid=args.fixed_grid)
     except (OSError, ValueError) as err:
         msg = str(err) if "--model-path" in str(err) else f"cannot load --model-path {args.model_path}: {err}"
         raise SystemExit(f"error: {msg}") from None
-    if g.crops != 1:
-        raise SystemExit(f"error: --model-path {args.model_path}: LLaVA-NeXT is benched on the llava host "
-                         "(--host llava with a haotian-liu/LLaVA checkpoint)")
+    model.star_bench_processor = processor
     return model, g, args.model_path
+
+
+def _refuse_next_flags(args) -> None:
+    if args.fixed_grid is not None or args.budget_unit != "image":
+        raise SystemExit("error: --fixed-grid and --budget-unit are for LLaVA-NeXT checkpoints (--model-path)")
 
 
 def main(argv=None) -> int:
@@ -403,7 +414,7 @@ def main(argv=None) -> int:
 
     from .flop_count import prompt_ids
     from .flops import report
-    from .timing import Bench, anyres_inputs, counted_flops, measure_rows, profile
+    from .timing import Bench, anyres_inputs, count_prefill, counted_flops, measure_rows, profile
 
     args.host = resolve_host(args)
 
@@ -458,23 +469,30 @@ def main(argv=None) -> int:
     except OSError as err:
         raise SystemExit(f"error: --out-dir {args.out_dir}: not writable ({err})") from None
     text_tokens = args.text_before + args.text_after
-    image = {"image_token": model.config.image_token_id, "image_tokens": g.num_patches} if args.host == "hf" else {}
-    ids = prompt_ids(text_tokens, args.text_before, g.vocab, args.seed, args.batch, **image).to(device)
     gen = torch.Generator().manual_seed(args.seed)
     v = g.vision
     pixels = torch.randn(args.batch, 3, v.image_size, v.image_size, generator=gen).to(device, dtype)
+    placeholders = g.num_patches
     if args.host == "hf":
-        from .timing_hf import HFBench
+        from .timing_hf import HFBench, anyres_inputs as hf_anyres_inputs
         bench = HFBench(model)
+        anyres = hasattr(model.config, "image_grid_pinpoints")
+        if anyres:
+            pixels, bench.image_sizes, placeholders = hf_anyres_inputs(
+                model, model.star_bench_processor, args.image_size, args.batch, args.seed, device, dtype)
     else:
         bench = Bench(model)
+        anyres = getattr(model.config, "image_aspect_ratio", None) == "anyres"
+        if anyres:
+            pixels, bench.image_sizes = anyres_inputs(model, args.image_size, args.batch, args.seed, device, dtype)
+    image = {"image_token": model.config.image_token_id, "image_tokens": placeholders} if args.host == "hf" else {}
+    ids = prompt_ids(text_tokens, args.text_before, g.vocab, args.seed, args.batch, **image).to(device)
+    _check_cases(bench, cases)
     results = [Result(c) for c in cases]
-    anyres = getattr(model.config, "image_aspect_ratio", None) == "anyres"
-    if anyres:
-        pixels, bench.image_sizes = anyres_inputs(model, args.image_size, args.batch, args.seed, device, dtype)
+    # NeXT's token counts depend on the image (unpad, newlines): count a real prefill instead
+    stock = count_prefill(bench, Case("stock", "stock", None, None), ids, pixels) if anyres else None
     for r in results:
-        # NeXT's token counts depend on the image (unpad, newlines): count a real prefill instead
-        r.flops = (counted_flops(bench, r.case, ids, pixels) if anyres
+        r.flops = (counted_flops(bench, r.case, ids, pixels, stock) if anyres
                    else report(g, r.case.plan, text_tokens, args.text_before, r.case.budget))
 
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -513,6 +531,16 @@ def main(argv=None) -> int:
         print(text)
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['json']}")
     return 0
+
+
+def _check_cases(bench, cases) -> None:
+    """Every row's plan on this model, before any timing: the host refuses what the checkpoint
+    cannot run (VisionZip on LLaVA-NeXT's crops), named in one line."""
+    for case in cases:
+        try:
+            bench.set_case(case)
+        except ValueError as err:
+            raise SystemExit(f"error: --methods {case.method}: {err}") from None
 
 
 def _cpu_name() -> str:

@@ -154,12 +154,14 @@ def meta_model(g: Geometry):
 def _categorise(counts: Dict[str, Dict[object, int]]) -> Dict[str, int]:
     tot = lambda name: sum(counts[name].values())  # noqa: E731
     out = {"total": tot("Global"), "decoder": 0, "vision": 0, "projector": 0, "lm_head": 0}
+    # module names of both hosts: llava's (model.layers, vision_model, mm_projector) and
+    # transformers 5's (language_model.layers, a flat vision_tower, multi_modal_projector)
     for name in counts:
-        if re.search(r"\.model\.layers\.\d+$", name):
+        if re.search(r"\.(model|language_model)\.layers\.\d+$", name):
             out["decoder"] += tot(name)
-        elif re.search(r"vision_model\.encoder\.layers\.\d+$", name) or name.endswith("vision_model.embeddings"):
+        elif re.search(r"(vision_model|vision_tower)\.(encoder\.layers\.\d+|embeddings)$", name):
             out["vision"] += tot(name)
-        elif name.endswith("mm_projector"):
+        elif name.endswith(("mm_projector", "multi_modal_projector")):
             out["projector"] += tot(name)
         elif name.endswith("lm_head"):
             out["lm_head"] += tot(name)

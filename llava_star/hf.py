@@ -27,12 +27,13 @@ __all__ = ["apply", "remove", "apply_star", "remove_star", "resolve_plan", "max_
 
 
 def load_pretrained(model_path: str, star=None, device: Optional[str] = None, dtype=None,
-                    attn_implementation: Optional[str] = None, **kwargs):
+                    attn_implementation: Optional[str] = None, fixed_grid: Optional[int] = None, **kwargs):
     """(processor, model) of a llava-hf checkpoint directory, the class picked from its
     config.json (LlavaForConditionalGeneration or LlavaNextForConditionalGeneration), eval mode,
     with `star` (a MethodConfig / StarConfig / Plan) applied when given. `device`: "cuda" where
     CUDA is available, else "cpu"; fp32 on CPU, fp16 on CUDA unless `dtype` says otherwise.
-    Other keyword arguments go to `from_pretrained` (device_map=..., for example)."""
+    `fixed_grid=672`: LLaVA-NeXT only, one anyres grid for every image (as the llava host's
+    loader). Other keyword arguments go to `from_pretrained` (device_map=..., for example)."""
     import json
 
     import torch
@@ -62,6 +63,22 @@ def load_pretrained(model_path: str, star=None, device: Optional[str] = None, dt
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()
+    processor = AutoProcessor.from_pretrained(path)
+    if fixed_grid is not None:
+        fix_grid(model, processor, fixed_grid)
     if star is not None:
         apply_star(model, star)
-    return AutoProcessor.from_pretrained(path), model
+    return processor, model
+
+
+def fix_grid(model, processor, side: int) -> None:
+    """One `side` x `side` anyres grid for every image (2x2 crops + base at 672 on 336 px
+    crops): the model's pinpoints, which its packing reads, and the processor's, which cut the
+    crops and count the placeholders."""
+    crop = model.config.vision_config.image_size
+    if not hasattr(model.config, "image_grid_pinpoints"):
+        raise ValueError("--fixed-grid needs a LLaVA-NeXT (anyres) checkpoint")
+    if side <= 0 or side % crop:
+        raise ValueError(f"--fixed-grid must be a positive multiple of the crop size {crop}, got {side}")
+    model.config.image_grid_pinpoints = [[side, side]]
+    processor.image_processor.image_grid_pinpoints = [[side, side]]

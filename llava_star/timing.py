@@ -243,8 +243,9 @@ def _warm_up(bench: Bench, r: Result, ids, pixels, args, g, bar) -> None:
     if r.case.stock and bench.image_sizes is None:
         r.tokens_per_layer, r.t_eq = [g.visual_tokens] * g.layers, float(g.visual_tokens)
     elif r.case.stock:  # NeXT: the image's merged token count, as the unpruned engine records it
-        bench.set_case(Case("none", "none", None, Plan("none")))
-        bench.model(input_ids=ids, images=pixels, image_sizes=bench.image_sizes, use_cache=False)
+        none = Case("none", "none", None, Plan("none"))
+        bench.set_case(none)
+        bench.prefill(none, ids, pixels)
         r.tokens_per_layer = list(bench.model.star_record[0].tokens_per_layer)
         r.t_eq = bench.model.star_record[0].t_eq
         bench.set_case(r.case)
@@ -277,46 +278,58 @@ def _scoring_run(bench: Bench, r: Result, ids, pixels) -> None:
     r.vision.append(probe.t["vision"])
 
 
-def anyres_inputs(model, size: str, batch: int, seed: int, device, dtype):
-    """Pixels of a synthetic photo-sized noise image through llava's own anyres processing."""
+def noise_image(size: str, seed: int):
+    """A synthetic photo-sized noise image of `--image-size` WxH (both hosts' NeXT inputs)."""
     import numpy as np
-    from llava.mm_utils import process_images
     from PIL import Image
 
     try:
         w, h = (int(x) for x in size.lower().split("x"))
     except ValueError:
         raise SystemExit(f"error: --image-size must look like 672x672, got {size!r}") from None
+    if w < 1 or h < 1:
+        raise SystemExit(f"error: --image-size must be positive, got {size!r}")
     rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def anyres_inputs(model, size: str, batch: int, seed: int, device, dtype):
+    """Pixels of a synthetic photo-sized noise image through llava's own anyres processing."""
+    from llava.mm_utils import process_images
+
+    image = noise_image(size, seed)
     px = process_images([image] * batch, model.star_bench_processor, model.config)
     px = [p.to(device, dtype) for p in px] if isinstance(px, list) else px.to(device, dtype)
     return px, [image.size] * batch
 
 
-def counted_flops(bench: Bench, case, ids, pixels) -> Dict[str, float]:
+def counted_flops(bench: Bench, case, ids, pixels, base=None) -> Dict[str, float]:
     """FLOPs of one real prefill, counted by torch.utils.flop_counter, against stock llava
-    (for checkpoints whose visual token count the theory does not model)."""
+    (for checkpoints whose visual token count the theory does not model). `base`: stock's
+    count (`count_prefill` of the stock row) when already known, so it is counted once."""
+    base = base or count_prefill(bench, Case("stock", "stock", None, None), ids, pixels)
+    got = base if case.stock else count_prefill(bench, case, ids, pixels)
+    return {"total_flops": got["total"], "total_ratio": got["total"] / base["total"],
+            "decoder_flops": got["decoder"], "ratio": got["decoder"] / base["decoder"]}
+
+
+def count_prefill(bench: Bench, case, ids, pixels) -> Dict[str, int]:
+    """FLOPs of one prefill of `case` by category (flop_count._categorise)."""
     from .flop_count import _categorise, flop_counter
 
     class Prefill(torch.nn.Module):  # a module, so FLOPs are named from the model down
-        def __init__(self, c):
+        def __init__(self):
             super().__init__()
-            self.m, self.c = bench.model, c
+            self.m = bench.model
 
         def forward(self):
-            return bench.prefill(self.c, ids, pixels)
+            return bench.prefill(case, ids, pixels)
 
-    def count(c):
-        bench.set_case(c)
-        counter = flop_counter()
-        with torch.no_grad(), counter:
-            Prefill(c)()
-        return _categorise(counter.get_flop_counts())
-
-    base, got = count(Case("stock", "stock", None, None)), count(case)
-    return {"total_flops": got["total"], "total_ratio": got["total"] / base["total"],
-            "decoder_flops": got["decoder"], "ratio": got["decoder"] / base["decoder"]}
+    bench.set_case(case)
+    counter = flop_counter()
+    with torch.no_grad(), counter:
+        Prefill()()
+    return _categorise(counter.get_flop_counts())
 
 
 def engine_overhead_ab(bench: Bench, ids, pixels, pairs: int) -> Dict[str, float]:

@@ -27,10 +27,11 @@ the Figure of the loaded model's method, `compare(...)` the side-by-side, `figur
 draws records you already have (llava_star.demo uses it).
 
 `--host auto` (default) picks the host from --model-path's config.json: a llava-hf checkpoint
-runs on transformers' own LlavaForConditionalGeneration (llava_star.hf; LLaVA-1.5 only), prompted
-with its processor's chat template, with the same figure (`llava_star.visualize_hf` has its
-render / compare). Without --model-path, `--host hf` draws a tiny random-weight llava-hf
-checkpoint (built on first use).
+runs on transformers' own LlavaForConditionalGeneration or LlavaNextForConditionalGeneration
+(llava_star.hf; LLaVA-1.5 or NeXT, --fixed-grid and --budget-unit as here), prompted with its
+processor's chat template, with the same figure (`llava_star.visualize_hf` has its render /
+compare). Without --model-path, `--host hf` draws a tiny random-weight llava-hf checkpoint
+(built on first use).
 """
 from __future__ import annotations
 
@@ -362,7 +363,7 @@ def figure(canvas: Canvas, runs: Sequence[Run], question: str = "", note: Option
                Patch(facecolor=(0.27, 0.24, 0.09), label="dropped by this stage"),
                Patch(facecolor=(0.08, 0.08, 0.08), label="dropped by an earlier stage")]
     if canvas.alive.size < canvas.total:
-        handles.append(Patch(facecolor=(ABSENT,) * 3, edgecolor="0.6", label="padding llava removed (unpad)"))
+        handles.append(Patch(facecolor=(ABSENT,) * 3, edgecolor="0.6", label="padding that unpad removed"))
     leg.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, borderaxespad=0)
     if show_input:
         head = axes(margin + info_w, top0 + 0.2, (head_h - 0.2) * w / h, head_h - 0.2, "input")
@@ -451,10 +452,15 @@ def crop_views(image, image_processor, model_config) -> List[np.ndarray]:
     from llava.mm_utils import process_images
 
     pixels = process_images([image], image_processor, model_config)[0]  # [crops, 3, H, W]
-    mean = np.asarray(image_processor.image_mean)[:, None, None]
-    std = np.asarray(image_processor.image_std)[:, None, None]
-    return [np.clip(np.round((_np(c) * std + mean) * 255).transpose(1, 2, 0), 0, 255).astype(np.uint8)
-            for c in pixels]
+    return [denormalised(c, image_processor) for c in pixels]
+
+
+def denormalised(pixels, image_processor) -> np.ndarray:
+    """A processor's [3, S, S] pixel values as the [S, S, 3] uint8 picture they encode."""
+    mean = np.asarray(image_processor.image_mean, dtype=np.float64)[:, None, None]
+    std = np.asarray(image_processor.image_std, dtype=np.float64)[:, None, None]
+    px = _np(pixels).astype(np.float64)
+    return np.clip(np.round((px * std + mean) * 255).transpose(1, 2, 0), 0, 255).astype(np.uint8)
 
 
 def _is_anyres(model_config) -> bool:
@@ -476,21 +482,33 @@ def canvas_for(model, tokenizer, image_processor, image, conv_mode: str = "vicun
     from llava.mm_utils import get_anyres_image_grid_shape
 
     views = crop_views(image, image_processor, model.config)
+    gw, gh = get_anyres_image_grid_shape(image.size, model.config.image_grid_pinpoints, views[0].shape[0])
+    return anyres_canvas(views, gh, gw, side, _alive_cells(model, tokenizer, image_processor, image, conv_mode),
+                         layer)
+
+
+def anyres_canvas(views: Sequence[np.ndarray], rows: int, cols: int, side: int, alive: np.ndarray,
+                  layer: int) -> Canvas:
+    """The Canvas of one anyres image, on either host: `views` are its crops as the model saw
+    them ([S, S, 3] uint8), the base image first, then the `rows` x `cols` grid crops in
+    row-major order (how llava and transformers both cut them), `side` x `side` patches each;
+    `alive` the cell ids the merge keeps (cell id = crop * side**2 + patch, crop 0 = base).
+    Drawn as the base tile, then the grid crops tiled back into the picture they came from."""
     crop = views[0].shape[0]
-    gw, gh = get_anyres_image_grid_shape(image.size, model.config.image_grid_pinpoints, crop)
-    if gw * gh != len(views) - 1:
-        raise ValueError(f"{len(views) - 1} grid crops do not tile a {gw}x{gh} grid")
-    mosaic = np.zeros((gh * crop, gw * crop, 3), dtype=np.uint8)
-    grid = np.zeros((gh * side, gw * side), dtype=np.int64)
+    if rows * cols != len(views) - 1:
+        raise ValueError(f"{len(views) - 1} grid crops do not tile a {cols}x{rows} grid")
+    cells = np.arange(side * side).reshape(side, side)
+    mosaic = np.zeros((rows * crop, cols * crop, 3), dtype=np.uint8)
+    grid = np.zeros((rows * side, cols * side), dtype=np.int64)
     for t, v in enumerate(views[1:]):
-        r, c = divmod(t, gw)
+        r, c = divmod(t, cols)
         mosaic[r * crop:(r + 1) * crop, c * crop:(c + 1) * crop] = v
         grid[r * side:(r + 1) * side, c * side:(c + 1) * side] = (t + 1) * side * side + cells
-    height, gap = gh * crop, 0.06 * gh * crop
+    height, gap = rows * crop, 0.06 * rows * crop
     tiles = [Tile(views[0], cells, (0, height, height, 0)),
-             Tile(mosaic, grid, (height + gap, height + gap + gw * crop, height, 0))]
-    return Canvas(tiles, _alive_cells(model, tokenizer, image_processor, image, conv_mode), len(views) * side * side,
-                  layer, f"base {crop}x{crop} + {gw}x{gh} crops ({gw * crop}x{gh * crop}), {side}x{side} patches each")
+             Tile(mosaic, grid, (height + gap, height + gap + cols * crop, height, 0))]
+    return Canvas(tiles, np.sort(np.asarray(alive, dtype=np.int64)), len(views) * side * side, layer,
+                  f"base {crop}x{crop} + {cols}x{rows} crops ({cols * crop}x{rows * crop}), {side}x{side} patches each")
 
 
 def merged_rows(model, tokenizer, image_processor, image, conv_mode="vicuna_v1") -> np.ndarray:
@@ -698,11 +716,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llava_star.visualize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", default=None,
-                        help="LLaVA-1.5 or NeXT checkpoint, or a llava-hf LLaVA-1.5 one (the hf host) (default: the "
+                        help="LLaVA-1.5 or NeXT checkpoint, haotian-liu/LLaVA or llava-hf (the hf host) (default: the "
                              "tiny random-weight one, built on first use)")
     parser.add_argument("--model-base", default=None)
     parser.add_argument("--host", default="auto", choices=("auto", "llava", "hf"),
-                        help="llava (llava-torch) or hf (transformers' LlavaForConditionalGeneration); auto: from "
+                        help="llava (llava-torch) or hf (transformers' Llava / LlavaNext classes); auto: from "
                              "--model-path's config.json, llava without one (default: %(default)s)")
     parser.add_argument("--image", default=None, help="image file (default: a scikit-image sample photo)")
     parser.add_argument("--question", default="What is shown in this image?")
@@ -738,14 +756,15 @@ def _host(args) -> str:
         from .cli import require_hf_transformers
 
         require_hf_transformers()
-        for flag, value in (("--model-base", args.model_base), ("--conv-mode", args.conv_mode),
-                            ("--fixed-grid", args.fixed_grid)):
+        for flag, value in (("--model-base", args.model_base), ("--conv-mode", args.conv_mode)):
             if value is not None:
                 raise SystemExit(f"error: {flag} is for --host llava (the hf host prompts with the "
-                                 "processor's chat template, LLaVA-1.5 only)")
-        if args.model_path is not None and _model_type(args.model_path) == "llava_next":
-            raise SystemExit(f"error: --model-path {args.model_path}: visualize draws LLaVA-NeXT on the llava "
-                             "host only (a haotian-liu/LLaVA checkpoint, --host llava)")
+                                 "processor's chat template)")
+        # before any weights load; a path whose config.json is unreadable is left to the loader
+        kind = _model_type(args.model_path) if args.model_path is not None else "llava"  # the tiny default
+        if args.fixed_grid is not None and kind not in (None, "llava_next"):
+            raise SystemExit("error: --fixed-grid is for LLaVA-NeXT checkpoints (a llava-hf llava_next "
+                             "--model-path on this host)")
     return host
 
 
@@ -786,7 +805,7 @@ def _figure_hf(args, path, device, methods, image, note):
 
     try:
         processor, model = load_pretrained(path, star=methods[0], device=device,
-                                           attn_implementation=args.attn_implementation)
+                                           attn_implementation=args.attn_implementation, fixed_grid=args.fixed_grid)
     except FileNotFoundError as err:
         raise SystemExit(f"error: {err}")
     except (OSError, ValueError, TypeError) as err:

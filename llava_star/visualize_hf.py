@@ -1,8 +1,10 @@
-"""`llava_star.visualize` on the hf host: transformers' own LlavaForConditionalGeneration
-(llava-hf LLaVA-1.5 checkpoints, transformers 5, no llava-torch). The figure code is the
-llava host's (`visualize.figure`); what differs is how the model is prompted and run (the
-processor's chat template and `generate`) and how the picture the model saw is recovered
-(the processor's pixels, de-normalised).
+"""`llava_star.visualize` on the hf host: transformers' own LlavaForConditionalGeneration and
+LlavaNextForConditionalGeneration (llava-hf LLaVA-1.5 and LLaVA-NeXT checkpoints, transformers
+5, no llava-torch). The figure code is the llava host's (`visualize.figure`, and for NeXT
+`visualize.anyres_canvas`: the base image beside the grid crops tiled back); what differs is
+how the model is prompted and run (the processor's chat template and `generate`) and how the
+picture the model saw is recovered (the processor's pixels, de-normalised; for NeXT the
+cells transformers' unpad keeps, from `hosts.hf.model.next_layouts`).
 
     from llava_star.hf import load_pretrained
     from llava_star.visualize_hf import render
@@ -15,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from .visualize import Canvas, Run, Tile, figure, method_label
+from .visualize import Canvas, Run, Tile, anyres_canvas, denormalised, figure, method_label
 
 
 def prompt(processor, question: str) -> str:
@@ -36,21 +38,43 @@ def inputs(model, processor, image, question):
 def model_view(image, processor) -> np.ndarray:
     """The image as the model saw it, [S, S, 3] uint8: the processor's pixel values (padded to
     a square with its mean colour, resized, cropped) with the normalisation undone."""
-    ip = processor.image_processor
-    pixels = np.asarray(processor.image_processor(images=image.convert("RGB"), return_tensors="np")
-                        ["pixel_values"][0], dtype=np.float64)  # [3, S, S]
-    mean = np.asarray(ip.image_mean)[:, None, None]
-    std = np.asarray(ip.image_std)[:, None, None]
-    return np.clip(np.round((pixels * std + mean) * 255).transpose(1, 2, 0), 0, 255).astype(np.uint8)
+    pixels = processor.image_processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"][0]
+    return denormalised(pixels, processor.image_processor)
+
+
+def crop_views(image, processor, config):
+    """LLaVA-NeXT: (every crop as the model saw it, base image first, then the grid crops in
+    the processor's row-major order; the image's (h, w)), from the processor's pixel values
+    (padded to the most crops of any pinpoint: only the image's own are returned)."""
+    from .hosts.hf.model import crops_per_image
+
+    out = processor.image_processor(images=image.convert("RGB"), return_tensors="np")
+    size = [int(x) for x in out["image_sizes"][0]]
+    (n,) = crops_per_image(config, [size])
+    return [denormalised(c, processor.image_processor) for c in out["pixel_values"][0][:n]], size
 
 
 def canvas_for(model, processor, image) -> Canvas:
+    """The Canvas of `image` for `model`. LLaVA-NeXT: the base image, then the grid crops
+    tiled back (transformers' grid shape of the image), and the cells transformers'
+    `pack_image_features` keeps after unpad (`next_layouts`)."""
     vc = model.config.vision_config
     side = vc.image_size // vc.patch_size
-    cells = np.arange(side * side).reshape(side, side)
-    view = model_view(image, processor)
-    return Canvas([Tile(view, cells, (0, view.shape[1], view.shape[0], 0))], np.arange(side * side), side * side,
-                  int(model.config.vision_feature_layer), f"{view.shape[1]}x{view.shape[0]}, {side}x{side} patches")
+    layer = int(model.config.vision_feature_layer)
+    if not hasattr(model.config, "image_grid_pinpoints"):  # LLaVA-1.5: one crop
+        cells = np.arange(side * side).reshape(side, side)
+        view = model_view(image, processor)
+        return Canvas([Tile(view, cells, (0, view.shape[1], view.shape[0], 0))], np.arange(side * side),
+                      side * side, layer, f"{view.shape[1]}x{view.shape[0]}, {side}x{side} patches")
+    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
+
+    from .hosts.hf.model import next_layouts
+
+    views, size = crop_views(image, processor, model.config)
+    rows, cols = get_anyres_image_grid_shape(size, model.config.image_grid_pinpoints, vc.image_size)
+    (layout,) = next_layouts(model.model, [len(views)], [size], side * side)
+    layout = layout.numpy()
+    return anyres_canvas(views, rows, cols, side, layout[layout >= 0], layer)
 
 
 def run_once(model, processor, image, question, max_new_tokens: int = 16, label: Optional[str] = None) -> Run:

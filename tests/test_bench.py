@@ -132,6 +132,10 @@ def test_next_fixed_grid_and_whole_image_budget(tiny_dir, tmp_path):
     assert rows["fastervlm@700"]["t_eq"] == 700 + newlines  # 140 patches in each of the 5 crops
     with pytest.raises(SystemExit, match="--fixed-grid and --budget-unit are for LLaVA-NeXT"):
         bench.main(["--geometry", "tiny", "--fixed-grid", "672"])
+    # refused before any run, in one line: VisionZip's merge needs one crop per image
+    with pytest.raises(SystemExit, match="^error: --methods visionzip: visionzip needs one crop per image"):
+        bench.main(["--model-path", tiny_dir("llava-next"), "--device", "cpu", "--methods", "visionzip",
+                    "--budgets", "58", "--out-dir", str(out), "--quiet"])
 
 
 def _row(label, times_ms):

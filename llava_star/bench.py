@@ -327,23 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_host(args) -> str:
-    """`--host` against --model-path (auto: its config.json); without one, auto is llava."""
-    from .cli import require_llava_torch
-    from .hosts import HostError, resolve_host as resolve
-
-    if not args.model_path:
-        host = "llava" if args.host == "auto" else args.host
-    else:
-        try:
-            host = resolve(args.host, args.model_path)
-        except HostError as err:
-            raise SystemExit(f"error: {err}") from None
-    if host == "llava":
-        require_llava_torch()
-    return host
-
-
 def load_model(args, device, dtype):
     if args.model_path and (args.geometry or args.random_weights):
         raise SystemExit("error: --model-path runs a real checkpoint; drop --geometry/--random-weights")
@@ -374,10 +357,8 @@ def load_model(args, device, dtype):
 
 def load_hf_model(args, device, dtype):
     """transformers' LlavaForConditionalGeneration: a llava-hf checkpoint, or random weights of --geometry."""
-    from .cli import require_hf_transformers
     from .geometry import build_hf_model, geometry_of_config
 
-    require_hf_transformers()
     if args.model_base:
         raise SystemExit("error: --model-base is for haotian-liu/LLaVA LoRA checkpoints (--host llava)")
     if not args.model_path:
@@ -409,14 +390,15 @@ def _refuse_next_flags(args) -> None:
 
 
 def main(argv=None) -> int:
+    from .cli import tool_host
+
     args = build_parser().parse_args(argv)
+    args.host = tool_host(args.host, args.model_path)  # a wrong host or venv: one line, before torch loads
     import torch  # after parsing, so --help stays fast
 
     from .flop_count import prompt_ids
     from .flops import report
     from .timing import Bench, anyres_inputs, count_prefill, counted_flops, measure_rows, profile
-
-    args.host = resolve_host(args)
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"

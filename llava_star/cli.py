@@ -79,14 +79,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="LLaVA-NeXT: use one anyres grid, e.g. 672 (2x2 crops + base, 2880 tokens)")
 
 
-def require_hf_transformers() -> None:
-    """`--host hf` needs transformers 5 (the llava host's environment pins 4.37): say so in one line."""
-    require_environment("hf")
+def tool_host(host: str, model_path) -> str:
+    """A tool's `--host` against its --model-path (auto: the checkpoint's config.json; llava
+    without one), in an environment that can run it; else one line."""
+    from .hosts import HostError, resolve_host
 
-
-def require_llava_torch() -> None:
-    """The llava host needs llava-torch (not in .venv-hf): say so in one line."""
-    require_environment("llava")
+    try:
+        host = resolve_host(host, model_path)
+    except HostError as err:
+        raise SystemExit(f"error: {err}") from None
+    require_environment(host)
+    return host
 
 
 def require_environment(host: str) -> None:

@@ -739,43 +739,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _host(args) -> str:
     """--host against --model-path (auto: its config.json; llava without a path), and the
     llava-only flags refused on the hf host."""
-    from .hosts import HostError, resolve_host
+    from .cli import tool_host
+    from .hosts import model_type_of
 
-    if args.model_path is None:
-        host = "llava" if args.host == "auto" else args.host
-    else:
-        try:
-            host = resolve_host(args.host, args.model_path)
-        except HostError as err:
-            raise SystemExit(f"error: {err}") from None
-    if host == "llava":
-        from .cli import require_llava_torch
-
-        require_llava_torch()
+    host = tool_host(args.host, args.model_path)
     if host == "hf":
-        from .cli import require_hf_transformers
-
-        require_hf_transformers()
         for flag, value in (("--model-base", args.model_base), ("--conv-mode", args.conv_mode)):
             if value is not None:
                 raise SystemExit(f"error: {flag} is for --host llava (the hf host prompts with the "
                                  "processor's chat template)")
         # before any weights load; a path whose config.json is unreadable is left to the loader
-        kind = _model_type(args.model_path) if args.model_path is not None else "llava"  # the tiny default
+        kind = model_type_of(args.model_path) if args.model_path is not None else "llava"  # the tiny default
         if args.fixed_grid is not None and kind not in (None, "llava_next"):
             raise SystemExit("error: --fixed-grid is for LLaVA-NeXT checkpoints (a llava-hf llava_next "
                              "--model-path on this host)")
     return host
-
-
-def _model_type(path: str):
-    import json
-
-    try:
-        with open(os.path.join(os.path.expanduser(path), "config.json")) as f:
-            return json.load(f).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _figure_llava(args, path, device, methods, image, note):

@@ -100,6 +100,16 @@ def test_loader_on_llava_next(tiny_hf_next, qdir, tmp_path):
     want = direct(tiny_hf_next, qdir, MethodConfig.from_name("star", budget=58))
     assert [(a["text"], a["metadata"]) for a in one] == [(t, {"method": "star", "budget": 58, **r}) for t, r in want]
     assert all(r["final_kept"] == 58 and r["visual_tokens"] > 576 for _, r in want)  # anyres: crops
+    fixed = loader(tiny_hf_next, qdir, tmp_path / "fixed.jsonl", *STAR, "--fixed-grid", "672")
+    import llava_star.hf
+
+    proc, model = llava_star.hf.load_pretrained(tiny_hf_next, star=MethodConfig.from_name("star", budget=58),
+                                                device="cpu", fixed_grid=672)
+    for a, q in zip(fixed, read_jsonl(qdir / "questions.jsonl")):  # one 2x2 grid + base for every image
+        batch = inputs(proc, [Image.open(qdir / "images" / q["image"]).convert("RGB")], [q["text"]])
+        assert batch["pixel_values"].shape[1] == 5
+        greedy(model, batch, 1)
+        assert a["metadata"] == {"method": "star", "budget": 58, **model.star_record[0].summary()}
 
 
 def test_science_image_and_text_only_questions(tiny_hf, images, tmp_path):
@@ -123,7 +133,7 @@ def test_science_image_and_text_only_questions(tiny_hf, images, tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--host", "llava"], "--host llava: --model-path "),
     (["--conv-mode", "llava_v0"], "--conv-mode llava_v0: on the hf host the checkpoint's chat template"),
-    (["--fixed-grid", "672"], "--fixed-grid is for LLaVA-NeXT on the llava host only"),
+    (["--fixed-grid", "672"], "--fixed-grid needs a LLaVA-NeXT (anyres) checkpoint"),
 ])
 def test_refusals_are_one_line(tiny_hf, qdir, tmp_path, flags, message):
     out = runner("model_vqa_loader", *loader_argv(tiny_hf, qdir, tmp_path / "a.jsonl", *flags))

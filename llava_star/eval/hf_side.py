@@ -13,6 +13,8 @@ import os
 import warnings
 from typing import Any, Dict, List, Sequence
 
+from llava_star.hosts import model_type_of
+
 from .command_line import check_counts, device_for, method_config, require_environment
 from .generation import Prepared, metadata_for, open_image
 from .inputs import InputError
@@ -25,9 +27,10 @@ def check_args(args) -> None:
     if args.model_base is not None:
         raise InputError("--model-base is llava's (LoRA / projector-only checkpoints); a llava-hf checkpoint "
                          "is complete: drop --model-base with --host hf")
-    if args.fixed_grid is not None:
-        raise InputError("--fixed-grid is for LLaVA-NeXT on the llava host only (--host llava)")
     check_conv_mode(args)
+    if args.fixed_grid is not None and model_type_of(args.model_path) != "llava_next":
+        raise InputError(f"--fixed-grid needs a LLaVA-NeXT (anyres) checkpoint; --model-path {args.model_path} "
+                         "is not one (config.json model_type llava_next)")
     args.device = device_for(args.device)
     args.method_config = method_config(args)
 
@@ -56,7 +59,8 @@ def load_model(args, model_name: str):
     cfg = args.method_config or MethodConfig.from_name("none")
     try:
         processor, model = llava_star.hf.load_pretrained(args.model_path, star=cfg, device=args.device,
-                                                         attn_implementation=args.attn_implementation)
+                                                         attn_implementation=args.attn_implementation,
+                                                         fixed_grid=args.fixed_grid)
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise InputError(str(e)) from None
     except OSError as e:  # not a checkpoint directory, hub id unreachable, ...

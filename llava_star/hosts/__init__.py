@@ -17,24 +17,31 @@ class HostError(ValueError):
     pass
 
 
+def model_type_of(model_path: str) -> "str | None":
+    """config.json's model_type, or None where there is no readable one (a hub id, say)."""
+    config = os.path.join(os.path.expanduser(model_path), "config.json")
+    try:
+        with open(config) as f:
+            return json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def host_of(model_path: str) -> str:
     """"hf" for a llava-hf checkpoint (config.json model_type llava / llava_next), "llava" for a
     haotian-liu/LLaVA one (llava_llama, llava_mistral, ...). A hub id or a directory without a
     readable config.json is taken as llava's (its builder reports what is wrong)."""
-    config = os.path.join(os.path.expanduser(model_path), "config.json")
-    try:
-        with open(config) as f:
-            model_type = json.load(f).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return "llava"
-    return "hf" if model_type in HF_MODEL_TYPES else "llava"
+    return "hf" if model_type_of(model_path) in HF_MODEL_TYPES else "llava"
 
 
-def resolve_host(host: str, model_path: str) -> str:
-    """`--host auto|llava|hf` against a checkpoint: auto picks by config.json; an explicit
-    choice that contradicts it is a one-line error naming the flag."""
+def resolve_host(host: str, model_path: "str | None") -> str:
+    """`--host auto|llava|hf` against a checkpoint: auto picks by config.json (llava when there
+    is no checkpoint, e.g. random weights); an explicit choice that contradicts the checkpoint
+    is a one-line error naming the flag."""
     if host not in HOSTS + ("auto",):
         raise HostError(f"--host {host!r}: choose auto, llava or hf")
+    if model_path is None or model_path == "":
+        return "llava" if host == "auto" else host
     found = host_of(model_path)
     if host == "auto":
         return found

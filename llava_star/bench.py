@@ -544,7 +544,7 @@ def _print_targets(rows):
         if "llm_prefill_ratio" in r:
             extra = (f"; language model part only (vision tower + projector subtracted): "
                      f"{100 * (r['llm_prefill_ratio'] - 1):+.2f}% (best-of {100 * (r['llm_prefill_ratio_min'] - 1):+.2f}%)")
-        print(f"pruning disabled vs stock llava: prefill {r['engine_overhead_pct']:+.2f}% (best-of "
+        print(f"pruning disabled vs the stock model: prefill {r['engine_overhead_pct']:+.2f}% (best-of "
               f"{r['engine_overhead_pct_min']:+.2f}%){extra}; decode/token "
               f"{100 * (r['decode_ms_per_token'] / by['stock']['decode_ms_per_token'] - 1):+.2f}%")
     for r in rows:

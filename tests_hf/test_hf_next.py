@@ -2,7 +2,7 @@
 unpad and newline) on a tiny llava-hf NeXT checkpoint, prompts through its own processor.
 Which tokens each method keeps is checked against the llava host, itself checked against
 independent references (tests/test_next.py), in test_cross_host.py; here: stock equality,
-batch with padding = single runs, cached = uncached, text-only samples, bad inputs."""
+batch with padding = single runs, cached = uncached, beams, SDPA = eager, text-only samples, bad inputs."""
 import pytest
 import torch
 
@@ -105,3 +105,26 @@ def test_bad_inputs_are_one_line_errors(tiny_hf_next, images):
         model(input_ids=short, pixel_values=batch["pixel_values"], image_sizes=batch["image_sizes"])
     with pytest.raises(ValueError, match="visionzip needs one crop per image"):
         llava_star.hf.apply(model, MethodConfig.from_name("visionzip", budget=64))
+
+
+def test_expanded_generate_batch_still_prunes(tiny_hf_next, images):
+    """num_beams / num_return_sequences repeat the batch inside generate, after the merge: each
+    copy keeps what the single run kept (the context's crops, layouts and keep mask repeat)."""
+    proc, model = load(tiny_hf_next, star=config("star"))
+    pics, questions = [images[n] for n in PICS], QUESTIONS
+    greedy(model, inputs(proc, pics, questions), n=1)
+    want = [kept(r) for r in model.star_record]
+    with torch.no_grad():
+        out = model.generate(**inputs(proc, pics, questions), num_beams=2, num_return_sequences=2, do_sample=False,
+                             max_new_tokens=3)
+    assert out.shape[0] == 4 and [kept(r) for r in model.star_record] == [w for w in want for _ in range(2)]
+
+
+def test_sdpa_and_eager_agree(tiny_hf_next, images):
+    """The masks built from positions (eager always takes one) give what SDPA's causal path gives."""
+    runs = []
+    for attn in ("sdpa", "eager"):
+        proc, model = load(tiny_hf_next, attn=attn, star=config("pdrop"))
+        toks = greedy(model, inputs(proc, [images[n] for n in PICS], QUESTIONS), n=3).tolist()
+        runs.append((toks, [kept(r) for r in model.star_record]))
+    assert runs[0] == runs[1]

@@ -2,7 +2,8 @@
 in the main venv, transformers 4.37) converted into the llava-hf layout (llava_star.convert_hf)
 and run on the hf host (transformers 5). Every method must keep the same visual tokens at every
 stage and generate the same tokens, in fp32: LLaVA-1.5 (LlavaForConditionalGeneration) and
-LLaVA-NeXT (anyres: llava's merge vs transformers' pack_image_features, LlavaNextForConditionalGeneration)."""
+LLaVA-NeXT (anyres: llava's merge vs transformers' pack_image_features, LlavaNextForConditionalGeneration),
+on LLaMA for every method and on Mistral for STAR."""
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from conftest import REPO, load
 from test_hf_host import METHODS
 from llava_star import MethodConfig
+from llava_star.hf import apply as llava_star_hf_apply
 
 MAIN_PY = REPO / ".venv" / "bin" / "python"
 N_NEW = 6  # as tests_hf/llava_side.py
@@ -33,18 +35,21 @@ def runs_for(variant: str) -> dict:
 TIE_SENSITIVE = set()  # none since cluster_merge ranks near-equal densities by index
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
-def llava_side(request, tmp_path_factory):
+def run_llava_side(variant: str, runs: dict, tmp_path_factory):
+    """(variant, out dir, results) of tests_hf/llava_side.py run in the llava host's venv."""
     if not MAIN_PY.exists():
         pytest.skip(f"the llava host's venv is missing ({MAIN_PY}); bash scripts/setup.sh makes it")
-    variant = request.param
     out = tmp_path_factory.mktemp("cross")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    done = subprocess.run([str(MAIN_PY), str(REPO / "tests_hf" / "llava_side.py"), str(out),
-                           json.dumps(runs_for(variant)), variant],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([str(MAIN_PY), str(REPO / "tests_hf" / "llava_side.py"), str(out), json.dumps(runs),
+                           variant], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return variant, out, json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def llava_side(request, tmp_path_factory):
+    return run_llava_side(request.param, runs_for(request.param), tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +110,29 @@ def test_both_hosts_keep_and_generate_the_same(llava_side, converted, label):
         same = gen[0, batch["input_ids"].shape[1]:].tolist() == want["tokens"]
         assert same != ((label, image) in TIE_SENSITIVE), (image, "tokens differ" if not same else
                                                              "now equal: drop it from TIE_SENSITIVE")
+
+
+def test_mistral_next_converts_and_both_hosts_agree(tmp_path_factory):
+    """LLaVA-NeXT on Mistral (llava_mistral -> LlavaNext with a MistralConfig text model):
+    the converted weights give llava's logits, and STAR keeps and generates the same."""
+    from llava_star.convert_hf import convert
+
+    runs = {"none": RUNS["none"], "star": RUNS["star"]}
+    variant, out, results = run_llava_side("llava-mistral", runs, tmp_path_factory)
+    path = str(convert(out / f"{variant}-tiny", tmp_path_factory.mktemp("hf") / "converted"))
+    _, model = load(path)
+    assert model.config.text_config.model_type == "mistral"
+    for image, want in results["stock_last_logits"].items():
+        with torch.no_grad():
+            got = model(**hf_inputs(model, results, out, image)).logits[0, -1, :len(want)]
+        torch.testing.assert_close(got, torch.tensor(want), atol=1e-4, rtol=1e-4)
+    llava_star_hf_apply(model, MethodConfig.from_name(*RUNS["star"][:1], **RUNS["star"][1]))
+    for image in json.loads((out / "sizes.json").read_text()):
+        want = results["runs"][f"star/{image}"]
+        batch = hf_inputs(model, results, out, image)
+        with torch.no_grad():
+            gen = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=N_NEW)
+        r = model.star_record[0]
+        assert (r.stage1_kept.tolist(), [k.tolist() for k in r.decoder_kept], r.tokens_per_layer) == \
+            (want["stage1_kept"], want["decoder_kept"], want["tokens_per_layer"]), image
+        assert gen[0, batch["input_ids"].shape[1]:].tolist() == want["tokens"], image

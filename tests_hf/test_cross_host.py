@@ -112,7 +112,7 @@ def test_both_hosts_keep_and_generate_the_same(llava_side, converted, label):
     variant, out, results = llava_side
     if label not in runs_for(variant):
         with pytest.raises(ValueError, match="needs one crop per image"):
-            load(converted, star=MethodConfig.from_name(*RUNS[label][:1], **RUNS[label][1]))
+            load(converted, star=MethodConfig.from_name(RUNS[label][0], **RUNS[label][1]))
         return
     name, knobs = RUNS[label]
     _, model = load(converted, star=MethodConfig.from_name(name, **knobs))
@@ -130,5 +130,5 @@ def test_mistral_next_converts_and_both_hosts_agree(tmp_path_factory):
     _, model = load(path)
     assert model.config.text_config.model_type == "mistral"
     assert_stock_logits_agree(model, results, out)
-    llava_star_hf_apply(model, MethodConfig.from_name(*RUNS["star"][:1], **RUNS["star"][1]))
+    llava_star_hf_apply(model, MethodConfig.from_name(RUNS["star"][0], **RUNS["star"][1]))
     assert_hosts_agree(model, results, out, "star")

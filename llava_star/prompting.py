@@ -1,6 +1,7 @@
 """LLaVA's prompts, built in one place for the eval runners, the demo and the visualizer:
 the conversation template a checkpoint uses (`conv_mode_for`) and the prompt of one question
-(`build_prompt`), as llava's own runners build them.
+(`build_prompt`), as llava's own runners build them; on the hf host, the processor's chat
+template (`hf_prompt`).
 
     python -m llava_star.prompting --conv-mode-for PATH   # prints the template (used by scripts/eval)
 
@@ -62,6 +63,16 @@ def prompt_input_ids(tokenizer, question: str, conv_mode: str, model_config=None
 
     prompt = build_prompt(question, conv_mode, bool(getattr(model_config, "mm_use_im_start_end", False)))
     return tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
+
+
+def hf_prompt(processor, question: str, with_image: bool = True) -> str:
+    """The hf host's prompt of one question: a user turn (the image, then the question) through
+    the processor's chat template with the assistant's turn opened; llava-hf LLaVA-1.5's own
+    "USER: <image>\n{question} ASSISTANT:" where the processor has no template."""
+    if getattr(processor, "chat_template", None):
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+        return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    return f"USER: <image>\n{question} ASSISTANT:" if with_image else f"USER: {question} ASSISTANT:"
 
 
 def main(argv=None) -> int:

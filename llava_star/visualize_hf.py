@@ -17,20 +17,12 @@ from typing import Optional
 
 import numpy as np
 
+from .prompting import hf_prompt
 from .visualize import Canvas, Run, Tile, anyres_canvas, denormalised, figure, method_label
 
 
-def prompt(processor, question: str) -> str:
-    """One user turn (the image, then the question) through the processor's chat template,
-    with the assistant's turn opened; LLaVA-1.5's own template where the processor has none."""
-    if getattr(processor, "chat_template", None):
-        turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        return processor.apply_chat_template(turn, add_generation_prompt=True)
-    return f"USER: <image>\n{question} ASSISTANT:"
-
-
 def inputs(model, processor, image, question):
-    batch = processor(images=image.convert("RGB"), text=prompt(processor, question), return_tensors="pt")
+    batch = processor(images=image.convert("RGB"), text=hf_prompt(processor, question), return_tensors="pt")
     batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
     return batch.to(model.device)
 

@@ -11,6 +11,7 @@ import torch
 from conftest import REPO, greedy, load, prompt
 from help_probe import run_help
 from llava_star import MethodConfig, bench, flops, visualize, visualize_hf
+from llava_star.prompting import hf_prompt
 
 Q = "What is shown in this image?"
 
@@ -32,7 +33,7 @@ def engine_record(tiny_hf, image, method="star", budget=58):
 
 def test_visualize_prompts_with_the_chat_template_and_draws_the_record(tiny_hf, images):
     proc, model = load(tiny_hf, star=MethodConfig.from_name("star", 58))
-    assert visualize_hf.prompt(proc, Q) == prompt(Q)  # the template gives LLaVA-1.5's prompt
+    assert hf_prompt(proc, Q) == prompt(Q)  # the template gives LLaVA-1.5's prompt
     fig = visualize_hf.render(model, proc, images["chelsea"], Q, max_new_tokens=2, label="star@58")
     rec, ref = fig.llava_star_record, engine_record(tiny_hf, images["chelsea"])
     assert torch.equal(rec.stage1_kept, ref.stage1_kept) and torch.equal(rec.final_kept, ref.final_kept)

@@ -14,6 +14,7 @@ import warnings
 from typing import Any, Dict, List, Sequence
 
 from llava_star.hosts import model_type_of
+from llava_star.prompting import hf_prompt
 
 from .command_line import check_counts, device_for, method_config, require_environment
 from .generation import Prepared, metadata_for, open_image
@@ -88,19 +89,11 @@ def prepare_item(item: Item, folder: str, processor, model_config) -> Prepared:
         return Prepared(item, error=f"cannot read image {path}: {type(e).__name__}: {e}")
 
 
-def prompt_for(processor, question: str, with_image: bool) -> str:
-    """One user turn (the image, then the question) and the assistant's cue."""
-    if getattr(processor, "chat_template", None):
-        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
-        return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-    return f"USER: <image>\n{question} ASSISTANT:" if with_image else f"USER: {question} ASSISTANT:"
-
-
 def generate_batch(model, processor, prepared: Sequence[Prepared], args, gen_kwargs: Dict[str, Any]) -> List[str]:
     """One generate call for questions that all have an image or all have none."""
     import torch
 
-    texts = [prompt_for(processor, p.item.query, p.item.image is not None) for p in prepared]
+    texts = [hf_prompt(processor, p.item.query, p.item.image is not None) for p in prepared]
     images = [p.pixels for p in prepared] if prepared[0].item.image is not None else None
     batch = processor(images=images, text=texts, return_tensors="pt", padding=True).to(model.device)
     if "pixel_values" in batch:

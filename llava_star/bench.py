@@ -456,9 +456,10 @@ def main(argv=None) -> int:
     pixels = torch.randn(args.batch, 3, v.image_size, v.image_size, generator=gen).to(device, dtype)
     placeholders = g.num_patches
     if args.host == "hf":
+        from .hosts.hf import is_next
         from .timing_hf import HFBench, anyres_inputs as hf_anyres_inputs
         bench = HFBench(model)
-        anyres = hasattr(model.config, "image_grid_pinpoints")
+        anyres = is_next(model)
         if anyres:
             pixels, bench.image_sizes, placeholders = hf_anyres_inputs(
                 model, model.star_bench_processor, args.image_size, args.batch, args.seed, device, dtype)

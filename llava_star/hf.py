@@ -34,19 +34,16 @@ def load_pretrained(model_path: str, star=None, device: Optional[str] = None, dt
     CUDA is available, else "cpu"; fp32 on CPU, fp16 on CUDA unless `dtype` says otherwise.
     `fixed_grid=672`: LLaVA-NeXT only, one anyres grid for every image (as the llava host's
     loader). Other keyword arguments go to `from_pretrained` (device_map=..., for example)."""
-    import json
-
     import torch
     import transformers
     from transformers import AutoProcessor
 
-    from .hosts import HF_MODEL_TYPES
+    from .hosts import HF_MODEL_TYPES, model_type_of
 
     path = os.path.expanduser(model_path)
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config):
+    if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"--model-path {model_path}: no config.json (a llava-hf checkpoint directory)")
-    model_type = json.loads(open(config).read()).get("model_type")
+    model_type = model_type_of(path)
     if model_type not in HF_MODEL_TYPES:
         raise ValueError(f"--model-path {model_path}: model_type {model_type!r} is not a llava-hf checkpoint "
                          f"({', '.join(HF_MODEL_TYPES)}); haotian-liu/LLaVA checkpoints load with --host llava")
@@ -75,8 +72,10 @@ def fix_grid(model, processor, side: int) -> None:
     """One `side` x `side` anyres grid for every image (2x2 crops + base at 672 on 336 px
     crops): the model's pinpoints, which its packing reads, and the processor's, which cut the
     crops and count the placeholders."""
+    from .hosts.hf import is_next
+
     crop = model.config.vision_config.image_size
-    if not hasattr(model.config, "image_grid_pinpoints"):
+    if not is_next(model):
         raise ValueError("--fixed-grid needs a LLaVA-NeXT (anyres) checkpoint")
     if side <= 0 or side % crop:
         raise ValueError(f"--fixed-grid must be a positive multiple of the crop size {crop}, got {side}")

@@ -53,7 +53,9 @@ def canvas_for(model, processor, image) -> Canvas:
     vc = model.config.vision_config
     side = vc.image_size // vc.patch_size
     layer = int(model.config.vision_feature_layer)
-    if not hasattr(model.config, "image_grid_pinpoints"):  # LLaVA-1.5: one crop
+    from .hosts.hf import is_next
+
+    if not is_next(model):  # LLaVA-1.5: one crop
         cells = np.arange(side * side).reshape(side, side)
         view = model_view(image, processor)
         return Canvas([Tile(view, cells, (0, view.shape[1], view.shape[0], 0))], np.arange(side * side),

@@ -33,6 +33,7 @@ _ATTRS = ("star_plan", "star_pruner", "star_hooks", "star_record")
 
 
 def is_next(model) -> bool:
+    """A LlavaNext model (anyres): its config lists the grid pinpoints; LLaVA-1.5's has none."""
     return hasattr(model.config, "image_grid_pinpoints")
 
 

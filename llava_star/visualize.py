@@ -573,7 +573,12 @@ def run_once(model, tokenizer, image_processor, image, question, conv_mode="vicu
     rec = seen.records[0] if seen.records else None
     if rec is None or rec.image_span is None:
         raise RuntimeError("the model recorded no image span for this prompt (no <image> token reached it)")
-    answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
+    return run_of(model, rec, tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip(), label)
+
+
+def run_of(model, rec, answer: str, label: Optional[str] = None) -> Run:
+    """The Run a figure row draws from the model's plan and the record of its last prefill
+    (either host); a plan that prunes nothing draws the input only."""
     plan = model.star_plan
     return Run(label or plan.name, plan if plan.prunes else None, rec if plan.prunes else None, answer,
                rec.num_patches)
@@ -600,19 +605,27 @@ def compare(model, tokenizer, image_processor, image, question, methods, conv_mo
     with `apply_star` in turn; the model's own plan (or stock llava) is restored after."""
     from .hosts.llava import apply_star, remove_star
 
+    runs = each_method(model, methods, apply_star, remove_star,
+                       lambda label: run_once(model, tokenizer, image_processor, image, question, conv_mode,
+                                              max_new_tokens, label))
+    return figure(canvas_for(model, tokenizer, image_processor, image, conv_mode), runs, question, note)
+
+
+def each_method(model, methods, apply, remove, run) -> List[Run]:
+    """`run(label)` once per MethodConfig in `methods`, each attached with the host's `apply`
+    in turn; the model's own plan (or its stock class, through `remove`) is restored after."""
     before = getattr(model, "star_plan", None)
     runs = []
     try:
         for cfg in methods:
-            apply_star(model, cfg)
-            runs.append(run_once(model, tokenizer, image_processor, image, question, conv_mode,
-                                 max_new_tokens, method_label(cfg)))
+            apply(model, cfg)
+            runs.append(run(method_label(cfg)))
     finally:
         if before is not None:
-            apply_star(model, before)
+            apply(model, before)
         elif hasattr(model, "star_plan"):
-            remove_star(model)
-    return figure(canvas_for(model, tokenizer, image_processor, image, conv_mode), runs, question, note)
+            remove(model)
+    return runs
 
 
 def tiny_note(path) -> Optional[str]:

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from .prompting import hf_prompt
-from .visualize import Canvas, Run, Tile, anyres_canvas, denormalised, figure, method_label
+from .visualize import Canvas, Run, Tile, anyres_canvas, denormalised, each_method, figure, run_of
 
 
 def inputs(model, processor, image, question):
@@ -86,9 +86,7 @@ def run_once(model, processor, image, question, max_new_tokens: int = 16, label:
     if rec is None or rec.image_span is None:
         raise RuntimeError("the model recorded no image span for this prompt (no image placeholders reached it)")
     answer = processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
-    plan = model.star_plan
-    return Run(label or plan.name, plan if plan.prunes else None, rec if plan.prunes else None, answer,
-               rec.num_patches)
+    return run_of(model, rec, answer, label)
 
 
 def render(model, processor, image, question, max_new_tokens: int = 16, *, note: Optional[str] = None,
@@ -103,15 +101,6 @@ def compare(model, processor, image, question, methods, max_new_tokens: int = 16
     stock class) is restored after."""
     from .hf import apply, remove
 
-    before = getattr(model, "star_plan", None)
-    runs = []
-    try:
-        for cfg in methods:
-            apply(model, cfg)
-            runs.append(run_once(model, processor, image, question, max_new_tokens, method_label(cfg)))
-    finally:
-        if before is not None:
-            apply(model, before)
-        elif hasattr(model, "star_plan"):
-            remove(model)
+    runs = each_method(model, methods, apply, remove,
+                       lambda label: run_once(model, processor, image, question, max_new_tokens, label))
     return figure(canvas_for(model, processor, image), runs, question, note)

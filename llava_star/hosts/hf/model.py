@@ -234,8 +234,9 @@ class StarNextMixin(StarHFMixin):
             raise ValueError("LLaVA-NeXT needs image_sizes with pixel_values (the processor returns both)")
         valid = _valid(input_ids, attention_mask)
         runs = placeholder_runs(input_ids, valid.to(input_ids.device), self.config.image_token_id)
-        _check_images(pixel_values.shape[0], sum(w is not None for w in runs))
-        _check_images(len(image_sizes), sum(w is not None for w in runs))
+        n_images = sum(w is not None for w in runs)
+        _check_images(pixel_values.shape[0], n_images)
+        _check_images(len(image_sizes), n_images)
         n_crops = crops_per_image(self.config, image_sizes)
         pixels = torch.cat([pv[:n] for pv, n in zip(pixel_values, n_crops)]) if pixel_values.dim() == 5 else pixel_values
         P, stage = num_patches(self), self.star_plan.vision
@@ -256,7 +257,7 @@ class StarNextMixin(StarHFMixin):
                 continue
             if where.numel() != packed[i].shape[0]:
                 raise ValueError(f"sample {b} has {where.numel()} image placeholder tokens but its image "
-                                 f"(image_sizes {image_sizes[i].tolist()}) packs into {packed[i].shape[0]} features")
+                                 f"(image_sizes {[int(x) for x in image_sizes[i]]}) packs into {packed[i].shape[0]} features")
             real = torch.nonzero(valid[b]).squeeze(1).to(embeds.device)
             out[b, real[where.to(embeds.device)]] = packed[i].to(device=embeds.device, dtype=embeds.dtype)
             spans.append((int(where[0]), int(where.numel())))
